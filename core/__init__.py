@@ -1,0 +1,1 @@
+"""Plugboard's engine room: storage, secrets, catalog, inference core. No Streamlit here."""

@@ -1,0 +1,199 @@
+"""Sandbox conversations and their messages: create, list, open, rename, delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from core.tables import Conversation, Message, utcnow
+from core.workspace import Workspace
+
+TITLE_LENGTH = 60
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: int
+    role: str
+    content: str
+    lane: int
+    model_id: int | None
+    model_name: str
+    status: str
+    finish_reason: str | None
+    error_kind: str | None
+    error_message: str | None
+    error_detail: str | None
+    ttft_ms: float | None
+    latency_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    tokens_estimated: bool
+    params: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Completion tokens over the generation time (after the first token)."""
+        if not self.completion_tokens or self.latency_ms is None:
+            return None
+        generating = (self.latency_ms - (self.ttft_ms or 0)) / 1000
+        if generating <= 0.001:
+            generating = self.latency_ms / 1000
+        return self.completion_tokens / generating if generating > 0 else None
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    id: int
+    title: str
+    mode: str
+    system_prompt: str
+    params: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    message_count: int = 0
+    messages: tuple[MessageView, ...] = ()
+
+
+def message_view(m: Message) -> MessageView:
+    return MessageView(
+        id=m.id or 0,
+        role=m.role,
+        content=m.content,
+        lane=m.lane,
+        model_id=m.model_id,
+        model_name=m.model_name,
+        status=m.status,
+        finish_reason=m.finish_reason,
+        error_kind=m.error_kind,
+        error_message=m.error_message,
+        error_detail=m.error_detail,
+        ttft_ms=m.ttft_ms,
+        latency_ms=m.latency_ms,
+        prompt_tokens=m.prompt_tokens,
+        completion_tokens=m.completion_tokens,
+        tokens_estimated=m.tokens_estimated,
+        params=dict(m.params),
+        created_at=m.created_at,
+    )
+
+
+def _view(
+    c: Conversation, count: int = 0, messages: tuple[MessageView, ...] = ()
+) -> ConversationView:
+    return ConversationView(
+        id=c.id or 0,
+        title=c.title,
+        mode=c.mode,
+        system_prompt=c.system_prompt,
+        params=dict(c.params),
+        created_at=c.created_at,
+        updated_at=c.updated_at,
+        message_count=count or len(messages),
+        messages=messages,
+    )
+
+
+def title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def create_conversation(
+    ws: Workspace,
+    *,
+    title: str = "",
+    mode: str = "chat",
+    system_prompt: str = "",
+    params: dict[str, Any] | None = None,
+) -> ConversationView:
+    with ws.session() as session:
+        conversation = Conversation(
+            title=title_from(title) if title else "New chat",
+            mode=mode,
+            system_prompt=system_prompt,
+            params=dict(params or {}),
+        )
+        session.add(conversation)
+        session.flush()
+        return _view(conversation)
+
+
+def list_conversations(
+    ws: Workspace, *, mode: str | None = None, limit: int = 50
+) -> list[ConversationView]:
+    with ws.session() as session:
+        counts = (
+            select(Message.conversation_id, func.count(col(Message.id)).label("n"))
+            .group_by(col(Message.conversation_id))
+            .subquery()
+        )
+        query = (
+            select(Conversation, counts.c.n)
+            .join(counts, counts.c.conversation_id == Conversation.id, isouter=True)
+            .order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
+            .limit(limit)
+        )
+        if mode:
+            query = query.where(Conversation.mode == mode)
+        return [_view(c, n or 0) for c, n in session.exec(query).all()]
+
+
+def get_conversation(ws: Workspace, conversation_id: int) -> ConversationView | None:
+    with ws.session() as session:
+        conversation = session.get(Conversation, conversation_id)
+        if conversation is None:
+            return None
+        rows = session.exec(
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(col(Message.id))
+        ).all()
+        return _view(conversation, messages=tuple(message_view(m) for m in rows))
+
+
+def update_conversation(
+    ws: Workspace,
+    conversation_id: int,
+    *,
+    title: str | None = None,
+    system_prompt: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> None:
+    with ws.session() as session:
+        conversation = session.get(Conversation, conversation_id)
+        if conversation is None:
+            return
+        if title is not None:
+            conversation.title = title_from(title) or conversation.title
+        if system_prompt is not None:
+            conversation.system_prompt = system_prompt
+        if params is not None:
+            conversation.params = dict(params)
+        conversation.updated_at = utcnow()
+        session.add(conversation)
+
+
+def delete_conversation(ws: Workspace, conversation_id: int) -> None:
+    with ws.session() as session:
+        conversation = session.get(Conversation, conversation_id)
+        if conversation is not None:
+            session.delete(conversation)
+
+
+def add_message(ws: Workspace, conversation_id: int, message: Message) -> MessageView:
+    """Append a message (committed at once) and touch the conversation's updated time."""
+    message.conversation_id = conversation_id
+    with ws.session() as session:
+        session.add(message)
+        conversation = session.get(Conversation, conversation_id)
+        if conversation is not None:
+            conversation.updated_at = utcnow()
+            session.add(conversation)
+        session.flush()
+        return message_view(message)

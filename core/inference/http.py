@@ -1,0 +1,504 @@
+"""The one httpx seam: shared client, retries before the first byte, SSE, status -> typed error.
+
+Every remote adapter goes through `HttpEndpoint`; nothing else in core/ touches httpx.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+from core.inference.target import Target
+from core.inference.types import (
+    AuthFailed,
+    BadRequest,
+    BadResponse,
+    ConnectionFailed,
+    InferenceError,
+    NotFound,
+    RateLimited,
+    RequestTimedOut,
+    ServerError,
+    StreamInterrupted,
+)
+from core.secrets import scrub
+from core.settings import Timeouts
+
+log = logging.getLogger("plugboard.http")
+USER_AGENT = "Plugboard/0.1 (+httpx)"
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+DETAIL_LIMIT = 2000
+
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def make_client() -> httpx.Client:
+    """A pooled client, safe to share between threads. Timeouts are set per request."""
+    return httpx.Client(
+        headers={"User-Agent": USER_AGENT},
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,  # a redirected POST silently becomes a GET; report it instead
+    )
+
+
+def shared_client() -> httpx.Client:
+    """The process-wide client (the UI caches its own through st.cache_resource)."""
+    global _client
+    with _client_lock:
+        if _client is None or _client.is_closed:
+            _client = make_client()
+        return _client
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 2
+    max_wait: float = 30.0  # longest Retry-After we honour by waiting
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def backoff(self, attempt: int) -> float:
+        delay: float = min(self.max_delay, self.base_delay * 2**attempt)
+        return delay * (1 + random.uniform(0, 0.25))
+
+
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+def httpx_timeout(t: Timeouts) -> httpx.Timeout:
+    return httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
+
+
+# --- error mapping ----------------------------------------------------------------------------
+
+_DNS_HINTS = (
+    "name or service not known",
+    "nodename nor servname",
+    "getaddrinfo failed",
+    "temporary failure in name resolution",
+    "no address associated",
+    "name resolution",
+    "errno -2",
+    "errno -3",
+    "errno -5",
+)
+
+
+def is_dns_failure(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(hint in text for hint in _DNS_HINTS)
+
+
+def transport_error(exc: httpx.TransportError, url: str, timeouts: Timeouts) -> InferenceError:
+    """Turn an httpx transport failure into a message that names what went wrong."""
+    parsed = httpx.URL(url)
+    where = f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return RequestTimedOut(
+            f"Could not connect to {where} within {timeouts.connect:g} s. "
+            "Check that the server is reachable from this machine.",
+            detail=detail,
+        )
+    if isinstance(exc, httpx.ReadTimeout):
+        return RequestTimedOut(
+            f"The endpoint stopped answering for {timeouts.read:g} s. "
+            "The model may be overloaded or still loading; try again, or raise the read timeout.",
+            detail=detail,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimedOut(f"The request to {where} timed out.", detail=detail)
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc).lower()
+        if is_dns_failure(exc):
+            return ConnectionFailed(
+                f"Cannot find the server '{parsed.host}' (DNS lookup failed). "
+                "Check the spelling of the endpoint URL.",
+                detail=detail,
+            )
+        if "ssl" in text or "certificate" in text or "tls" in text:
+            return ConnectionFailed(
+                f"The secure connection to {where} failed (TLS). Check that the URL uses the "
+                "right scheme (http or https) and that the server's certificate is valid.",
+                detail=detail,
+            )
+        if "refused" in text or "errno 111" in text:
+            return ConnectionFailed(
+                f"Nothing is listening at {where} (connection refused). "
+                "Is the model server running, and is the port right?",
+                detail=detail,
+            )
+        return ConnectionFailed(f"Cannot connect to {where}: {exc}", detail=detail)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return StreamInterrupted(
+            "The server closed the connection before the reply was complete.", detail=detail
+        )
+    return ConnectionFailed(f"The request to {where} failed: {exc}", detail=detail)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def server_message(body: str) -> str:
+    """The human part of an error body, for the shapes the servers we know use."""
+    text = body.strip()
+    if not text:
+        return ""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        if text.lstrip().lower().startswith(("<!doctype", "<html")):
+            title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+            return f"an HTML page{': ' + title.group(1).strip() if title else ''}"
+        return text[:300]
+    return _message_from_json(data)[:500]
+
+
+def _message_from_json(data: Any) -> str:
+    if isinstance(data, str):
+        return data
+    if isinstance(data, list):  # FastAPI validation errors, or a bare list
+        parts = [_message_from_json(item) for item in data[:3]]
+        return "; ".join(p for p in parts if p)
+    if isinstance(data, dict):
+        for key in ("error", "detail", "message", "msg", "error_message"):
+            if data.get(key):
+                inner = _message_from_json(data[key])
+                if isinstance(data[key], dict | list) and not inner:
+                    continue
+                loc = data.get("loc")
+                if key == "msg" and isinstance(loc, list):
+                    return f"{'.'.join(str(p) for p in loc)}: {inner}"
+                return inner
+    return ""
+
+
+def _error_code(body: str) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("code") or err.get("type") or "")
+    return ""
+
+
+def status_error(
+    status: int,
+    body: str,
+    *,
+    url: str,
+    method: str = "POST",
+    reason: str = "",
+    retry_after: float | None = None,
+    secrets: tuple[str, ...] = (),
+) -> InferenceError:
+    """Map an HTTP error status and body to a typed error with a plain-words message."""
+    said = scrub(server_message(body), secrets)
+    said_part = f": {said}" if said else "."
+    detail = scrub(f"HTTP {status} {reason} from {method} {url}\n{body[:DETAIL_LIMIT]}", secrets)
+    kw: dict[str, Any] = {"status": status, "detail": detail, "retry_after": retry_after}
+    if status == 401:
+        return AuthFailed(
+            f"The endpoint rejected the API key (401){said_part} Check the key in Edit.", **kw
+        )
+    if status == 403:
+        return AuthFailed(
+            f"The endpoint refused access (403){said_part} "
+            "The key may not be allowed to use this model.",
+            **kw,
+        )
+    if status == 404:
+        return NotFound(
+            f"Nothing was found at {url} (404){said_part} "
+            "Check the endpoint URL (does it need /v1?) and the model name.",
+            **kw,
+        )
+    if status in (400, 409, 413, 415, 422):
+        return BadRequest(f"The endpoint rejected the request ({status}){said_part}", **kw)
+    if status == 408:
+        return RequestTimedOut(
+            f"The endpoint timed out handling the request (408){said_part}", **kw
+        )
+    if status == 429:
+        if _error_code(body) == "insufficient_quota":
+            return RateLimited(
+                f"The account behind this API key is out of quota (429){said_part} "
+                "Check its plan and billing.",
+                **kw,
+            )
+        wait = f" It asked to wait {retry_after:g} s." if retry_after else ""
+        return RateLimited(
+            f"The endpoint is rate limiting requests (429){said_part}{wait} "
+            "Wait a moment and try again.",
+            **kw,
+        )
+    if status == 503:
+        return ServerError(
+            f"The model is unavailable or still loading (503){said_part} Try again shortly.", **kw
+        )
+    if status >= 500:
+        return ServerError(
+            f"The endpoint had an internal error ({status}){said_part} Try again later.", **kw
+        )
+    if 300 <= status < 400:
+        return BadRequest(
+            f"The endpoint redirected the request ({status}). Use the final address as the "
+            "endpoint URL (for example https:// instead of http://).",
+            **kw,
+        )
+    return BadResponse(f"The endpoint answered with an unexpected status {status}{said_part}", **kw)
+
+
+def _should_retry(err: InferenceError, body: str, headers: httpx.Headers) -> bool:
+    if headers.get("x-should-retry") == "false":
+        return False
+    if err.status not in RETRY_STATUSES:
+        return False
+    return _error_code(body) != "insufficient_quota"
+
+
+# --- the endpoint -----------------------------------------------------------------------------
+
+
+class HttpEndpoint:
+    """One base URL with its headers, timeouts and retry policy."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        base_url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+        self.headers = dict(headers or {})
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.secrets = secrets
+
+    @classmethod
+    def for_target(
+        cls, target: Target, client: httpx.Client | None, base_url: str | None = None
+    ) -> HttpEndpoint:
+        return cls(
+            client or shared_client(),
+            target.base_url if base_url is None else base_url,
+            headers=target.request_headers(),
+            timeouts=target.timeouts,
+            retry=RetryPolicy(max_retries=target.max_retries, max_wait=target.max_retry_wait),
+            secrets=target.secrets,
+        )
+
+    def url(self, path: str) -> str:
+        if not path:
+            return self.base_url
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _request(
+        self, method: str, path: str, body: Any | None, extra_headers: dict[str, str] | None
+    ) -> httpx.Request:
+        headers = {**self.headers, **(extra_headers or {})}
+        content = None
+        if body is not None:
+            content = json.dumps(body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        return self.client.build_request(
+            method,
+            self.url(path),
+            content=content,
+            headers=headers,
+            timeout=httpx_timeout(self.timeouts),
+        )
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: Any | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """Send and return a response whose body is not read yet (status < 400).
+
+        Retries connection failures and 408/429/5xx before any byte of a reply is read,
+        honouring Retry-After. Raises a typed InferenceError otherwise. The caller must
+        close the response (use `stream()` or `request_json()`).
+        """
+        policy = retry or self.retry
+        request = self._request(method, path, body, headers)
+        url = str(request.url)
+        attempt = 0
+        while True:
+            try:
+                response = self.client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                err = transport_error(exc, url, self.timeouts)
+                retry_ok = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if retry_ok and not is_dns_failure(exc) and attempt < policy.max_retries:
+                    delay = policy.backoff(attempt)
+                    log.info("retrying %s %s after %s in %.1fs", method, url, err.kind, delay)
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+                raise err from None
+            if response.status_code < 300:
+                return response
+            try:
+                raw = response.read()
+            except httpx.TransportError:
+                raw = b""
+            finally:
+                response.close()
+            text = raw.decode("utf-8", errors="replace")
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            err = status_error(
+                response.status_code,
+                text,
+                url=url,
+                method=method,
+                reason=response.reason_phrase,
+                retry_after=retry_after,
+                secrets=self.secrets,
+            )
+            if _should_retry(err, text, response.headers) and attempt < policy.max_retries:
+                delay = retry_after if retry_after is not None else policy.backoff(attempt)
+                if delay <= policy.max_wait:
+                    log.info(
+                        "retrying %s %s after HTTP %s in %.1fs", method, url, err.status, delay
+                    )
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+            raise err
+
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        body: Any | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Iterator[httpx.Response]:
+        """A response to read incrementally; always closed, also on Stop or a page rerun."""
+        response = self.send(method, path, body, headers=headers, retry=retry)
+        try:
+            yield response
+        except httpx.TransportError as exc:
+            raise transport_error(exc, str(response.request.url), self.timeouts) from None
+        finally:
+            response.close()
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        body: Any | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        with self.stream(method, path, body, headers=headers, retry=retry) as response:
+            raw = response.read()
+        return parse_json(raw, str(response.request.url), self.secrets)
+
+    def get_json(self, path: str, *, retry: RetryPolicy | None = None) -> Any:
+        return self.request_json("GET", path, retry=retry)
+
+    def post_json(self, path: str, body: Any, *, retry: RetryPolicy | None = None) -> Any:
+        return self.request_json("POST", path, body, retry=retry)
+
+
+def parse_json(raw: bytes, url: str, secrets: tuple[str, ...] = ()) -> Any:
+    if not raw.strip():
+        raise BadResponse(
+            "The endpoint answered with an empty body.", detail=f"empty body from {url}"
+        )
+    try:
+        return json.loads(raw)
+    except ValueError:
+        excerpt = scrub(raw[:DETAIL_LIMIT].decode("utf-8", errors="replace"), secrets)
+        what = server_message(excerpt) if excerpt.lstrip().startswith("<") else "text"
+        raise BadResponse(
+            f"The endpoint answered with {what or 'text'} instead of JSON. "
+            "Check that the URL points at the model API, not a web page.",
+            detail=f"non-JSON body from {url}:\n{excerpt}",
+        ) from None
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    return "text/event-stream" in response.headers.get("content-type", "")
+
+
+def iter_sse(response: httpx.Response) -> Iterator[ServerSentEvent]:
+    """Server-sent events of a 2xx response (`data:` with or without a space; comments skipped)."""
+    return EventSource(response).iter_sse()
+
+
+def stream_error(payload: Any, *, url: str, secrets: tuple[str, ...] = ()) -> InferenceError:
+    """An error event inside a 200 stream: `{"error": {...}}` or `{"error": "text"}`."""
+    error = payload.get("error") if isinstance(payload, dict) else payload
+    status = None
+    if isinstance(error, dict):
+        raw_status = error.get("http_status_code") or error.get("status")
+        status = raw_status if isinstance(raw_status, int) else None
+    body = json.dumps(payload if isinstance(payload, dict) else {"error": payload})
+    if status and status >= 400:
+        err = status_error(status, body, url=url, secrets=secrets)
+        err.message = f"The model stopped with an error mid-reply: {err.message}"
+        err.args = (err.message,)
+        return err
+    said = scrub(server_message(body), secrets) or "no message"
+    return ServerError(
+        f"The model stopped with an error mid-reply: {said}",
+        detail=scrub(f"error event in the stream from {url}\n{body[:DETAIL_LIMIT]}", secrets),
+    )
+
+
+def describe_error(err: BaseException) -> InferenceError:
+    """Any exception an adapter lets escape, as an InferenceError (unknown ones say so)."""
+    if isinstance(err, InferenceError):
+        return err
+    if isinstance(err, httpx.TransportError):
+        try:
+            url = str(err.request.url)
+        except RuntimeError:  # no request attached
+            url = ""
+        return transport_error(err, url, Timeouts())
+    return InferenceError(
+        f"Something unexpected went wrong: {type(err).__name__}: {err}",
+        detail=f"{type(err).__name__}: {err}",
+    )

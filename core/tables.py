@@ -1,0 +1,144 @@
+"""SQLModel tables. The schema itself is owned by the Alembic migrations in core/migrations.
+
+Times are timezone-aware UTC (SQLModel's UTCDateTime: SQLite stores them without an offset
+and they come back as UTC; PostgreSQL uses timestamptz).
+Rows refer to each other by id only; deletes cascade in the database (foreign keys on).
+No `from __future__ import annotations` here: SQLModel reads the annotations at runtime.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json(default: Any) -> Any:
+    factory = dict if isinstance(default, dict) else list
+    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+
+
+def _text(nullable: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_column=Column(Text, nullable=True))
+    return Field(default="", sa_column=Column(Text, nullable=False))
+
+
+class AppState(SQLModel, table=True):
+    """Small key/value flags, e.g. that the first-run defaults were created once."""
+
+    __tablename__ = "app_state"
+    key: str = Field(primary_key=True, max_length=100)
+    value: str = Field(default="", max_length=2000)
+
+
+class Provider(SQLModel, table=True):
+    """A connection: where to send requests and how to authenticate."""
+
+    __tablename__ = "provider"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    kind: str = Field(max_length=40, index=True)
+    base_url: str = Field(default="", max_length=2000)
+    auth_type: str = Field(default="none", max_length=20)  # none | bearer | api_key
+    auth_header: str = Field(default="Authorization", max_length=200)
+    auth_prefix: str = Field(default="", max_length=100)
+    secret_token: str | None = _text(nullable=True)  # Fernet token, never the plaintext
+    extra_headers: dict[str, str] = _json({})
+    settings: dict[str, Any] = _json({})  # kind-specific: JSONata, chat template, model path…
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelCard(SQLModel, table=True):
+    """What a person picks in the Sandbox: a remote model behind a provider, with defaults."""
+
+    __tablename__ = "model_card"
+    id: int | None = Field(default=None, primary_key=True)
+    provider_id: int = Field(foreign_key="provider.id", ondelete="CASCADE", index=True)
+    display_name: str = Field(max_length=200, unique=True)
+    remote_model: str = Field(default="", max_length=500)
+    description: str = _text()
+    tags: list[str] = _json([])
+    context_length: int | None = None
+    default_params: dict[str, Any] = _json({})
+    enabled: bool = True
+    last_test_ok: bool | None = None
+    last_test_at: datetime | None = None
+    last_test_summary: str = Field(default="", max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(SQLModel, table=True):
+    """A Sandbox session. A compare run is one conversation whose messages carry lanes."""
+
+    __tablename__ = "conversation"
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(default="", max_length=300)
+    mode: str = Field(default="chat", max_length=20)  # chat | compare
+    system_prompt: str = _text()
+    params: dict[str, Any] = _json({})
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "message"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", ondelete="CASCADE", index=True)
+    lane: int = 0
+    role: str = Field(max_length=20)  # system | user | assistant
+    content: str = _text()
+    model_id: int | None = Field(
+        default=None, foreign_key="model_card.id", ondelete="SET NULL", index=True
+    )
+    model_name: str = Field(default="", max_length=200)  # kept when the card is deleted
+    status: str = Field(default="ok", max_length=20)  # ok | error | stopped
+    finish_reason: str | None = Field(default=None, max_length=40)
+    error_kind: str | None = Field(default=None, max_length=40)
+    error_message: str | None = _text(nullable=True)
+    error_detail: str | None = _text(nullable=True)
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_estimated: bool = False
+    params: dict[str, Any] = _json({})
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class UsageEvent(SQLModel, table=True):
+    """One row per request sent to a model, successful or not."""
+
+    __tablename__ = "usage_event"
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    model_id: int | None = Field(
+        default=None, foreign_key="model_card.id", ondelete="SET NULL", index=True
+    )
+    model_name: str = Field(default="", max_length=200)
+    provider_id: int | None = Field(default=None, foreign_key="provider.id", ondelete="SET NULL")
+    provider_name: str = Field(default="", max_length=200)
+    kind: str = Field(default="", max_length=40)
+    status: str = Field(default="ok", max_length=20)  # ok | error | stopped
+    error_kind: str | None = Field(default=None, max_length=40)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_estimated: bool = False
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
