@@ -60,6 +60,7 @@ class TurnResult:
     error: InferenceError | None = None
     reply: MessageView | None = None
     dropped: int = 0  # older messages left out so the conversation fits the context
+    prompt_message_id: int = 0
 
     @property
     def finish_reason(self) -> str | None:
@@ -143,7 +144,7 @@ def stream_turn(
     card = catalog.get_card(ws, request.model_id)
     conversation_id = _ensure_conversation(ws, request)
     past = history.get_conversation(ws, conversation_id)
-    history.add_message(
+    prompt_message = history.add_message(
         ws,
         conversation_id,
         MessageRow(
@@ -157,6 +158,7 @@ def stream_turn(
     )
     params = effective_params(card, request.params)
     recorder = _Recorder(ws, card, conversation_id, request.lane, params)
+    recorder.prompt_message_id = prompt_message.id
     try:
         problems = validate_params(params, card.spec.params, context_length=card.context_length)
         if problems:
@@ -228,6 +230,7 @@ class _Recorder:
         self.count: TokenCounter = estimate_tokens
         self.secrets: tuple[str, ...] = ()
         self.dropped = 0
+        self.prompt_message_id = 0
         self.saved: MessageView | None = None
         self.status = "ok"
         self.error: InferenceError | None = None
@@ -365,6 +368,7 @@ class _Recorder:
             error=self.error,
             reply=self.saved,
             dropped=self.dropped,
+            prompt_message_id=self.prompt_message_id,
         )
 
 

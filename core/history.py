@@ -197,3 +197,12 @@ def add_message(ws: Workspace, conversation_id: int, message: Message) -> Messag
             session.add(conversation)
         session.flush()
         return message_view(message)
+
+
+def delete_messages(ws: Workspace, message_ids: list[int]) -> None:
+    """Remove messages (Retry replaces a failed prompt and its error with a fresh attempt)."""
+    with ws.session() as session:
+        for message_id in message_ids:
+            message = session.get(Message, message_id)
+            if message is not None:
+                session.delete(message)

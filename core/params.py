@@ -120,7 +120,7 @@ SEED = ParamSpec(
     "int",
     "The same seed with the same settings gives the same reply, where the server supports it.",
     minimum=0,
-    maximum=2**63 - 1,
+    maximum=2**53 - 1,  # the largest whole number a browser can hold exactly
 )
 PRESENCE_PENALTY = ParamSpec(
     "presence_penalty",

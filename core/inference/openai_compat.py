@@ -271,6 +271,13 @@ class OpenAICompatAdapter:
             if models and self.target.model and self.target.model not in models:
                 listed += f", but not '{self.target.model}'"
             report.passed("Model list", listed + ".")
+        if not self.target.model:
+            listed = (
+                f" The server lists: {', '.join(report.remote_models[:10])}."
+                if report.remote_models
+                else ""
+            )
+            return report.failed("Model name", "Enter the model name to use." + listed)
         probe = GenerationParams(max_tokens=1, temperature=0)
         try:
             reply = self.chat([Message("user", "Say hi.")], probe)

@@ -1,0 +1,28 @@
+"""Plugboard: try your own LLM endpoints in the browser.
+
+The entry point: page setup, the database (opened, migrated and seeded once per process),
+and navigation over the pages in pages/.
+"""
+
+import streamlit as st
+
+from ui.deps import open_workspace_or_stop
+
+st.set_page_config(page_title="Plugboard", page_icon="🔌", layout="wide")
+
+workspace = open_workspace_or_stop()
+
+pages = [
+    st.Page("pages/models.py", title="Models", icon=":material/view_module:", default=True),
+    st.Page("pages/providers.py", title="Manage providers", icon=":material/cable:"),
+    st.Page("pages/sandbox.py", title="Sandbox", icon=":material/chat:"),
+]
+page = st.navigation(pages)
+
+with st.sidebar:
+    st.caption(
+        f"Data: `{workspace.settings.home}` · "
+        f"{'PostgreSQL' if workspace.engine.dialect.name == 'postgresql' else 'SQLite'}"
+    )
+
+page.run()

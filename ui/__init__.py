@@ -1,0 +1,1 @@
+"""Streamlit pieces shared by the pages: cached services, widgets, flash messages."""

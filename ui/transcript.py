@@ -1,0 +1,93 @@
+"""Chat transcript: messages, the figures under each reply, errors with their details."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import streamlit as st
+
+from core.history import MessageView
+
+ERROR_TITLES = {
+    "connection": "Cannot reach the model",
+    "timeout": "The model took too long",
+    "auth": "Access refused",
+    "not_found": "Not found",
+    "bad_request": "The request was refused",
+    "rate_limited": "Rate limited",
+    "server": "The model server failed",
+    "bad_response": "Unexpected answer",
+    "interrupted": "The reply was cut off",
+    "config": "The model is not set up right",
+}
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
+
+
+def metrics_text(m: MessageView) -> str:
+    """'first token 120 ms · total 1.30 s · 57 → 10 tokens · 42.1 tok/s · stop'."""
+    approx = "≈" if m.tokens_estimated else ""
+    parts = [f"first token {_ms(m.ttft_ms)}", f"total {_ms(m.latency_ms)}"]
+    if m.prompt_tokens is not None or m.completion_tokens is not None:
+        parts.append(f"{approx}{m.prompt_tokens or 0} → {approx}{m.completion_tokens or 0} tokens")
+    if m.tokens_per_second:
+        parts.append(f"{m.tokens_per_second:.1f} tok/s")
+    if m.finish_reason:
+        parts.append(m.finish_reason)
+    return " · ".join(parts)
+
+
+def error_block(m: MessageView) -> None:
+    title = ERROR_TITLES.get(m.error_kind or "", "Something went wrong")
+    st.error(f"**{title}.** {m.error_message or ''}", icon=":material/error:")
+    if m.error_detail:
+        with st.expander("Details"):
+            st.code(m.error_detail, language=None, wrap_lines=True)
+
+
+def reply_footer(m: MessageView) -> None:
+    """Everything under a reply's text: status notes, error, figures."""
+    if m.status == "ok" and not m.content:
+        st.caption("The model sent an empty reply.")
+    if m.status == "stopped":
+        st.caption(":material/stop_circle: Stopped. The partial reply is kept.")
+    if m.status == "error":
+        if m.content:
+            st.caption("The reply above is partial: the error below cut it off.")
+        error_block(m)
+    st.caption(
+        f"{m.model_name} · {metrics_text(m)}",
+        help="≈ means counted here; the server sent no usage.",
+    )
+
+
+def show_transcript(
+    messages: Sequence[MessageView],
+    *,
+    retry: Callable[[MessageView, MessageView], None] | None = None,
+) -> None:
+    """Draw the messages; offer Retry under a failed last reply."""
+    last_user: MessageView | None = None
+    for index, m in enumerate(messages):
+        if m.role == "user":
+            last_user = m
+            with st.chat_message("user"):
+                st.markdown(m.content)
+        elif m.role == "assistant":
+            with st.chat_message("assistant"):
+                if m.content:
+                    st.markdown(m.content)
+                reply_footer(m)
+                is_last = index == len(messages) - 1
+                if retry and is_last and m.status != "ok" and last_user is not None:
+                    st.button(
+                        "Retry",
+                        key=f"retry_{m.id}",
+                        icon=":material/refresh:",
+                        on_click=retry,
+                        args=(last_user, m),
+                    )
