@@ -74,7 +74,7 @@ def retry_failed(user: history.MessageView, failed: history.MessageView) -> None
 
 
 with chat_col:
-    st.title(conversation.title if conversation else "New chat")
+    st.subheader(conversation.title if conversation else "New chat")
     if conversation is None:
         st.caption(f"Chatting with **{card.display_name}**. Type below to start.")
     else:

@@ -83,7 +83,18 @@ class App:
     def everything(self) -> str:
         """All visible text of common elements, for 'is it on screen' checks."""
         parts: list[str] = []
-        for kind in ("markdown", "caption", "error", "warning", "info", "success", "code", "title", "subheader", "toast"):
+        for kind in (
+            "markdown",
+            "caption",
+            "error",
+            "warning",
+            "info",
+            "success",
+            "code",
+            "title",
+            "subheader",
+            "toast",
+        ):
             parts += self.texts(kind)
         for message in self.at.chat_message:
             parts += [str(m.value) for m in message.markdown]

@@ -15,7 +15,9 @@ KEY = "sk-plugboard-models-0123456789abcd"
 def card(ws, openai_server):
     return catalog.add_custom_model(
         ws,
-        ProviderDraft(name="Echo server", kind="openai_compat", base_url=openai_server.url, api_key=KEY),
+        ProviderDraft(
+            name="Echo server", kind="openai_compat", base_url=openai_server.url, api_key=KEY
+        ),
         ModelDraft(
             display_name="Echo",
             remote_model="test-model",

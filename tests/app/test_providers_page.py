@@ -9,7 +9,9 @@ from tests.servers.openai_server import OpenAITestServer
 KEY = "sk-plugboard-apptest-0123456789abcdef"
 
 
-def fill_openai_form(app: App, url: str, key: str = KEY, model: str = "test-model", name: str = "") -> App:
+def fill_openai_form(
+    app: App, url: str, key: str = KEY, model: str = "test-model", name: str = ""
+) -> App:
     app.go("providers")
     app.type("Endpoint URL", url).type("API key", key).type("Model name", model)
     if name:
@@ -17,7 +19,9 @@ def fill_openai_form(app: App, url: str, key: str = KEY, model: str = "test-mode
     return app
 
 
-def test_add_custom_model_creates_a_card_with_the_key_encrypted(app, ws, openai_server: OpenAITestServer):
+def test_add_custom_model_creates_a_card_with_the_key_encrypted(
+    app, ws, openai_server: OpenAITestServer
+):
     fill_openai_form(app, openai_server.url, name="My echo model").click("Add custom model")
 
     assert "Added “My echo model”." in app.toasts
@@ -67,7 +71,9 @@ def test_test_connection_reports_success_and_offers_the_servers_models(app, open
 
 def test_test_connection_names_the_failing_layer(app, openai_server):
     openai_server.api_key = "sk-the-right-key-000000000000"
-    fill_openai_form(app, openai_server.url, key="sk-a-wrong-key-11111111111").click("Test connection")
+    fill_openai_form(app, openai_server.url, key="sk-a-wrong-key-11111111111").click(
+        "Test connection"
+    )
 
     assert any("The connection failed at: Authentication" in e for e in app.errors)
     assert "rejected the API key (401)" in app.everything()
@@ -80,7 +86,9 @@ def test_test_connection_to_a_server_that_is_down(app):
 
 
 def test_a_tested_connection_marks_the_new_card(app, ws, openai_server):
-    fill_openai_form(app, openai_server.url, name="Tested").click("Test connection").click("Add custom model")
+    fill_openai_form(app, openai_server.url, name="Tested").click("Test connection").click(
+        "Add custom model"
+    )
 
     card = catalog.find_card(ws, "Tested")
     assert card is not None and card.last_test_ok is True

@@ -15,8 +15,12 @@ from tests.app.conftest import App
 def echo(ws, openai_server):
     return catalog.add_custom_model(
         ws,
-        ProviderDraft(name="Echo server", kind="openai_compat", base_url=openai_server.url, auth_type="none"),
-        ModelDraft(display_name="Echo", remote_model="test-model", default_params={"temperature": 0.2}),
+        ProviderDraft(
+            name="Echo server", kind="openai_compat", base_url=openai_server.url, auth_type="none"
+        ),
+        ModelDraft(
+            display_name="Echo", remote_model="test-model", default_params={"temperature": 0.2}
+        ),
     )
 
 
@@ -43,7 +47,7 @@ def test_a_streamed_reply_is_shown_with_its_figures_and_recorded(app, ws, echo, 
     figures = next(c for c in app.texts("caption") if c.startswith("Echo · "))
     assert "first token" in figures and "total" in figures and "stop" in figures
     assert "→ 3 tokens" in figures  # from the server's usage
-    assert app.texts("title") == ["hello plugboard"]  # the chat is named after its first prompt
+    assert app.texts("subheader") == ["hello plugboard"]  # the chat is named after its first prompt
     assert openai_server.requests[-1].json()["stream"] is True
     with ws.session() as s:
         events = s.exec(select(UsageEvent)).all()
@@ -63,11 +67,15 @@ def test_system_prompt_and_settings_are_sent(app, echo, openai_server):
     assert any(c.endswith("· length") for c in app.texts("caption"))
 
 
-def test_an_error_shows_in_the_chat_with_details_and_the_prompt_can_be_retried(app, ws, echo, openai_server):
+def test_an_error_shows_in_the_chat_with_details_and_the_prompt_can_be_retried(
+    app, ws, echo, openai_server
+):
     openai_server.fault("status", status=401, message="Invalid token for this workspace")
     sandbox_with(app, echo).chat("please answer")
 
-    assert [m.markdown[0].value for m in app.at.chat_message if m.name == "user"] == ["please answer"]
+    assert [m.markdown[0].value for m in app.at.chat_message if m.name == "user"] == [
+        "please answer"
+    ]
     error = app.errors[0]
     assert "Access refused." in error and "rejected the API key (401)" in error
     assert any("HTTP 401" in c for c in app.texts("code"))  # the Details block
@@ -93,12 +101,12 @@ def test_new_chat_history_reopen_and_delete(app, ws, echo):
     sandbox_with(app, echo).chat("first chat")
     first = app.at.session_state["sandbox.conversation_id"]
     app.click("New chat")
-    assert app.texts("title") == ["New chat"]
+    assert app.texts("subheader") == ["New chat"]
     app.chat("second chat")
     assert [c.title for c in history.list_conversations(ws)] == ["second chat", "first chat"]
 
     app.at.button(key=f"chat_open_{first}").click().run()
-    assert app.texts("title") == ["first chat"]
+    assert app.texts("subheader") == ["first chat"]
     assert "Echo: first chat" in app.everything()
 
     app.at.button(key=f"chat_delete_{first}").click().run()
@@ -108,7 +116,7 @@ def test_new_chat_history_reopen_and_delete(app, ws, echo):
     app.at.button(key=f"chat_delete_{first}").click().run()
     app.click("Delete chat")
     assert history.get_conversation(ws, first) is None
-    assert app.texts("title") == ["New chat"]
+    assert app.texts("subheader") == ["New chat"]
 
 
 def test_model_and_system_prompt_persist_between_pages(app, echo):
@@ -122,9 +130,15 @@ def test_model_and_system_prompt_persist_between_pages(app, echo):
 def test_old_turns_are_left_out_when_the_context_is_small(app, ws, openai_server):
     card = catalog.add_custom_model(
         ws,
-        ProviderDraft(name="Tiny", kind="openai_compat", base_url=openai_server.url, auth_type="none"),
-        ModelDraft(display_name="Tiny context", remote_model="test-model", context_length=80,
-                   default_params={"max_tokens": 10}),
+        ProviderDraft(
+            name="Tiny", kind="openai_compat", base_url=openai_server.url, auth_type="none"
+        ),
+        ModelDraft(
+            display_name="Tiny context",
+            remote_model="test-model",
+            context_length=80,
+            default_params={"max_tokens": 10},
+        ),
     )
     sandbox_with(app, card)
     for n in range(4):

@@ -8,7 +8,6 @@ or set over HTTP (`POST /__control/fault`) by a process that does not hold the o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -58,8 +57,10 @@ class Handler(BaseHTTPRequestHandler):
             self._control(request)
             return
         self.server.record(request)
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        try:
             self.server.route(self, request)
+        except (BrokenPipeError, ConnectionResetError):
+            self.server.disconnects += 1  # the client closed the connection mid-reply
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
 
@@ -128,6 +129,7 @@ class TestHTTPServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        self.disconnects = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -174,6 +176,7 @@ class TestHTTPServer(ThreadingHTTPServer):
         with self._lock:
             self.requests.clear()
             self.faults.clear()
+            self.disconnects = 0
 
     def route(self, handler: Handler, request: Recorded) -> None:
         raise NotImplementedError
