@@ -23,7 +23,7 @@ from core.inference.local_gguf import BUNDLED
 from core.inference.registry import KindSpec, kinds, spec_for
 from core.inference.target import AUTH_TYPES, Auth, Target
 from core.inference.types import ConfigurationError, ConnectionReport
-from core.params import clean_params, validate_params
+from core.params import clean_params
 from core.secrets import SecretBox, SecretKeyMismatch, mask
 from core.settings import Timeouts
 from core.tables import ModelCard, Provider, utcnow
@@ -54,7 +54,7 @@ class ProviderDraft:
     kind: str
     base_url: str = ""
     auth_type: str = "bearer"
-    api_key: str | None = None  # None keeps the stored key; "" removes it
+    api_key: str | None = None  # None or blank keeps the stored key; auth "none" removes it
     auth_header: str = "Authorization"
     auth_prefix: str = ""
     extra_headers: dict[str, str] = field(default_factory=dict)
@@ -199,8 +199,10 @@ def check_url(url: str) -> str | None:
     if parsed.userinfo:
         return "Put credentials in the API key field, not in the URL."
     try:
-        _ = parsed.port
+        port = parsed.port
     except ValueError:
+        return "The port number is not valid."
+    if port is not None and not 0 < port < 65536:
         return "The port number is not valid."
     return None
 
@@ -265,12 +267,12 @@ def validate_provider(
     if draft.auth_type not in spec.auth_types:
         errors["auth_type"] = f"{spec.label} connections cannot use '{draft.auth_type}' auth."
     elif draft.auth_type != "none":
-        key = draft.api_key
+        key = (draft.api_key or "").strip()
         stored = provider_id is not None and _has_stored_key(session, provider_id)
-        if key is None or key == "":
+        if not key:
             if not stored:
                 errors["api_key"] = "Enter the API key (or choose No authentication)."
-        elif any(ch.isspace() for ch in key.strip()):
+        elif any(ch.isspace() for ch in key):
             errors["api_key"] = "The API key contains spaces or line breaks; paste it again."
     if draft.auth_type == "api_key" and not _HEADER_NAME.match(draft.auth_header.strip() or "-"):
         errors["auth_header"] = "A header name uses letters, digits and - only, e.g. X-API-Key."
@@ -333,9 +335,7 @@ def validate_model(
         errors["context_length"] = "The context length is a whole number of tokens, 1 or more."
         ctx = None
     if spec:
-        errors.update(
-            validate_params(draft.default_params, spec.params, context_length=ctx, prefix="params.")
-        )
+        errors.update(spec.check_params(draft.default_params, context_length=ctx, prefix="params."))
     return errors
 
 
@@ -358,9 +358,9 @@ def _apply_provider(box: SecretBox, provider: Provider, draft: ProviderDraft) ->
     provider.settings = dict(draft.settings)
     provider.connect_timeout = draft.connect_timeout
     provider.read_timeout = draft.read_timeout
-    if draft.auth_type == "none" or draft.api_key == "":
+    if draft.auth_type == "none":
         provider.secret_token = None
-    elif draft.api_key is not None:
+    elif draft.api_key and draft.api_key.strip():  # blank keeps the stored key
         provider.secret_token = box.encrypt(draft.api_key.strip())
     provider.updated_at = utcnow()
 
@@ -672,7 +672,7 @@ def draft_target(
     provider_id: int | None = None,
 ) -> Target:
     """A target for a form not saved yet (Test connection); a blank key uses the stored one."""
-    secret = provider.api_key.strip() if provider.api_key else None
+    secret = (provider.api_key or "").strip() or None
     if secret is None and provider_id is not None and provider.auth_type != "none":
         secret = stored_secret(ws, provider_id)
     return _target(ws, provider, model, secret)

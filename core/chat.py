@@ -31,7 +31,7 @@ from core.inference.types import (
     TextDelta,
     Usage,
 )
-from core.params import clean_params, validate_params
+from core.params import clean_params
 from core.secrets import scrub
 from core.tables import Message as MessageRow
 from core.tables import UsageEvent
@@ -160,7 +160,7 @@ def stream_turn(
     recorder = _Recorder(ws, card, conversation_id, request.lane, params)
     recorder.prompt_message_id = prompt_message.id
     try:
-        problems = validate_params(params, card.spec.params, context_length=card.context_length)
+        problems = card.spec.check_params(params, context_length=card.context_length)
         if problems:
             raise BadRequest("Check the settings: " + " ".join(problems.values()))
         target = catalog.target_for(ws, card.id)
@@ -282,9 +282,6 @@ class _Recorder:
         ttft_ms = (self.first_token - self.started) * 1000 if self.first_token else None
         latency_ms = (ended - self.started) * 1000
         finish_reason = self.finish_reason or ("stopped" if status == "stopped" else None)
-        params = dict(self.params)
-        if self.details:
-            params["_details"] = self.details
         self.saved = history.add_message(
             self.ws,
             self.conversation_id,
@@ -305,7 +302,8 @@ class _Recorder:
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 tokens_estimated=estimated,
-                params=params,
+                params=dict(self.params),
+                details=self.details,
             ),
         )
         self._record_usage(

@@ -18,7 +18,7 @@ from core import catalog
 from core.chat import TurnRequest, TurnResult, stream_turn
 from core.inference.registry import make_adapter
 from core.inference.types import TextDelta
-from core.settings import new_secret_key
+from core.settings import load_settings, new_secret_key
 from core.workspace import Workspace
 
 EXIT_FAILED = 1
@@ -121,7 +121,12 @@ def main(
     if args.command == "keygen":
         print(new_secret_key(), file=out)
         return 0
-    ws = Workspace.open()
+    try:
+        settings = load_settings()
+    except ValueError as exc:  # a bad environment variable: say which, no traceback
+        print(f"Error: {exc}", file=err)
+        return EXIT_USAGE
+    ws = Workspace.open(settings)
     try:
         if args.command == "models":
             return cmd_models(ws, out)

@@ -35,6 +35,7 @@ class MessageView:
     tokens_estimated: bool
     params: dict[str, Any]
     created_at: datetime
+    details: dict[str, Any] | None = None
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -80,6 +81,7 @@ def message_view(m: Message) -> MessageView:
         tokens_estimated=m.tokens_estimated,
         params=dict(m.params),
         created_at=m.created_at,
+        details=dict(m.details) if m.details else None,
     )
 
 

@@ -63,7 +63,7 @@ class ParamSpec:
     def _check_number(self, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{self.label} must be a number."
-        if self.type == "int" and not float(value).is_integer():
+        if self.type == "int" and not isinstance(value, int):  # 256.0 stays a float in JSON
             return f"{self.label} must be a whole number."
         if isinstance(value, float) and not math.isfinite(value):
             return f"{self.label} must be a finite number."

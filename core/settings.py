@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,10 +71,25 @@ def normalise_database_url(url: str) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Create `path` readable by its owner only, without a window where it is world-readable."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
+    """Create `path` readable by its owner only, without a window where it is world-readable,
+    and complete or not at all: another process never reads it half-written (empty).
+    Raises FileExistsError if `path` already exists."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)  # left over by a process that was killed
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        try:
+            os.link(tmp, path)  # atomic, and never replaces an existing file
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: create it in place
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _secret_key(home: Path, env: Mapping[str, str]) -> str:
@@ -84,7 +100,13 @@ def _secret_key(home: Path, env: Mapping[str, str]) -> str:
     if not path.exists():
         with contextlib.suppress(FileExistsError):  # another process won the race: use its key
             _write_private(path, Fernet.generate_key().decode())
-    return path.read_text().strip()
+    key = path.read_text().strip()
+    if not key:
+        raise ValueError(
+            f"{path} is empty. Restore the key it held (or set PLUGBOARD_SECRET_KEY); deleting "
+            "the file makes a new key, and stored API keys must then be entered again."
+        )
+    return key
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -119,6 +119,8 @@ class Message(SQLModel, table=True):
     completion_tokens: int | None = None
     tokens_estimated: bool = False
     params: dict[str, Any] = _json({})
+    # What some servers return beside the text: token log-probabilities, seed, alternatives.
+    details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
 
 

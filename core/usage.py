@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func
+from sqlalchemy import select as sa_select  # sqlmodel.select stops at four columns
 from sqlmodel import col, select
 
 from core.tables import Message, UsageEvent
@@ -37,14 +38,14 @@ class CardUsage:
 def card_usage(ws: Workspace, model_id: int) -> CardUsage:
     """Totals over all requests; medians over the most recent ones."""
     with ws.session() as session:
-        requests, errors, prompt, completion, last_used = session.exec(
-            select(
+        requests, errors, prompt, completion, last_used = session.execute(
+            sa_select(
                 func.count(col(UsageEvent.id)),
                 func.count(col(UsageEvent.error_kind)),
                 func.coalesce(func.sum(UsageEvent.prompt_tokens), 0),
                 func.coalesce(func.sum(UsageEvent.completion_tokens), 0),
                 func.max(UsageEvent.created_at),
-            ).where(UsageEvent.model_id == model_id)
+            ).where(col(UsageEvent.model_id) == model_id)
         ).one()
         recent = session.exec(
             select(UsageEvent.latency_ms, UsageEvent.ttft_ms)

@@ -132,6 +132,8 @@ def _add(
     if errors.problems:
         errors.show(errors.problems)
         return
+    if model.context_length is None and report and report.info.get("max_total_tokens"):
+        model.context_length = int(report.info["max_total_tokens"])  # TGI's /info says it
     try:
         if existing is None:
             card = catalog.add_custom_model(ws, draft, model)

@@ -193,6 +193,8 @@ def connection_fields(
             errors.slot("auth_header", "auth_prefix")
     settings = dict(existing.settings) if existing else dict(spec.settings_defaults)
     name = existing.name if existing else ""
+    if "chat_template" in spec.settings_defaults:  # completion-only kinds need one
+        settings.update(template_fields(settings, key, errors))
     with st.expander("Advanced connection settings"):
         if name_field:
             name = st.text_input(
@@ -204,8 +206,6 @@ def connection_fields(
                 "can share one connection.",
             )
             errors.slot("provider_name")
-        if "chat_template" in spec.settings_defaults:
-            settings.update(template_fields(settings, key, errors))
         headers_text = st.text_area(
             "Extra headers",
             value=headers_to_text(existing.extra_headers) if existing else "",

@@ -107,7 +107,8 @@ def param_panel(
     if advanced:
         with st.expander(advanced_label):
             for spec in advanced:
+                start = values.get(spec.name, spec.default if spec.type == "bool" else None)
                 out[spec.name] = param_input(
-                    spec, values.get(spec.name), f"{key_prefix}.{spec.name}", persist=persist
+                    spec, start, f"{key_prefix}.{spec.name}", persist=persist
                 )
     return out

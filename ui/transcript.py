@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -49,6 +52,73 @@ def error_block(m: MessageView) -> None:
             st.code(m.error_detail, language=None, wrap_lines=True)
 
 
+UNLIKELY = math.log(0.1)  # tokens the model gave under 10 %
+DOUBTFUL = math.log(0.5)
+
+
+def tokens_html(tokens: list[dict[str, Any]]) -> str:
+    """The reply as its tokens, unlikely ones highlighted; hover shows the probability."""
+    spans = []
+    for token in tokens:
+        text, logprob = str(token.get("text", "")), token.get("logprob")
+        if token.get("special"):
+            continue
+        style = ""
+        title = "no log-probability"
+        if isinstance(logprob, int | float):
+            title = f"logprob {logprob:.3f} · p = {math.exp(logprob):.1%}"
+            if logprob < UNLIKELY:
+                style = "background:#fecaca;"
+            elif logprob < DOUBTFUL:
+                style = "background:#fde68a;"
+        spans.append(
+            f'<span title="{html.escape(title)}" style="{style}border-radius:3px;'
+            f'white-space:pre-wrap">{html.escape(text)}</span>'
+        )
+    return "<div style='line-height:1.9'>" + "".join(spans) + "</div>"
+
+
+def details_block(details: dict[str, Any]) -> None:
+    """What a server returned beside the text (TGI `details`): tokens, seed, alternatives."""
+    with st.expander("Token details"):
+        facts = [f"finish reason: {details.get('finish_reason', '—')}"]
+        if details.get("generated_tokens") is not None:
+            facts.append(f"{details['generated_tokens']} tokens generated")
+        facts.append(
+            f"seed: {details.get('seed') if details.get('seed') is not None else 'none (greedy)'}"
+        )
+        st.caption(" · ".join(facts))
+        tokens = details.get("tokens") or []
+        if tokens:
+            st.caption("Unlikely tokens are highlighted: red under 10 %, yellow under 50 %.")
+            st.html(tokens_html(tokens))
+            st.dataframe(
+                [
+                    {
+                        "token": t.get("text"),
+                        "logprob": t.get("logprob"),
+                        "probability": math.exp(t["logprob"])
+                        if isinstance(t.get("logprob"), int | float)
+                        else None,
+                    }
+                    for t in tokens
+                ],
+                column_config={
+                    "probability": st.column_config.ProgressColumn(min_value=0, max_value=1)
+                },
+                hide_index=True,
+            )
+        prefill = details.get("prefill") or []
+        if prefill:
+            st.caption(f"Prompt tokens (decoder input details): {len(prefill)}")
+            st.html(tokens_html(prefill))
+        for n, other in enumerate(details.get("best_of_sequences") or [], start=2):
+            st.markdown(
+                f"**Candidate {n}** (seed {other.get('seed')}, {other.get('finish_reason')}):"
+            )
+            st.text(str(other.get("generated_text", "")))
+
+
 def reply_footer(m: MessageView) -> None:
     """Everything under a reply's text: status notes, error, figures."""
     if m.status == "ok" and not m.content:
@@ -63,6 +133,8 @@ def reply_footer(m: MessageView) -> None:
         f"{m.model_name} · {metrics_text(m)}",
         help="≈ means counted here; the server sent no usage.",
     )
+    if m.details:
+        details_block(m.details)
 
 
 def show_transcript(

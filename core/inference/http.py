@@ -102,6 +102,11 @@ def is_dns_failure(exc: BaseException) -> bool:
     return any(hint in text for hint in _DNS_HINTS)
 
 
+def is_tls_failure(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "ssl" in text or "certificate" in text or "tls" in text
+
+
 def transport_error(exc: httpx.TransportError, url: str, timeouts: Timeouts) -> InferenceError:
     """Turn an httpx transport failure into a message that names what went wrong."""
     parsed = httpx.URL(url)
@@ -129,7 +134,7 @@ def transport_error(exc: httpx.TransportError, url: str, timeouts: Timeouts) -> 
                 "Check the spelling of the endpoint URL.",
                 detail=detail,
             )
-        if "ssl" in text or "certificate" in text or "tls" in text:
+        if is_tls_failure(exc):
             return ConnectionFailed(
                 f"The secure connection to {where} failed (TLS). Check that the URL uses the "
                 "right scheme (http or https) and that the server's certificate is valid.",
@@ -221,6 +226,8 @@ def status_error(
 ) -> InferenceError:
     """Map an HTTP error status and body to a typed error with a plain-words message."""
     said = scrub(server_message(body), secrets)
+    if said and said[-1] not in ".!?":
+        said += "."  # "(500): Simulated error. Try again later.", not "error Try again"
     said_part = f": {said}" if said else "."
     detail = scrub(f"HTTP {status} {reason} from {method} {url}\n{body[:DETAIL_LIMIT]}", secrets)
     kw: dict[str, Any] = {"status": status, "detail": detail, "retry_after": retry_after}
@@ -259,6 +266,8 @@ def status_error(
             "Wait a moment and try again.",
             **kw,
         )
+    if status == 424:
+        return ServerError(f"The model failed while generating (424){said_part} Try again.", **kw)
     if status == 503:
         return ServerError(
             f"The model is unavailable or still loading (503){said_part} Try again shortly.", **kw
@@ -366,7 +375,9 @@ class HttpEndpoint:
             except httpx.TransportError as exc:
                 err = transport_error(exc, url, self.timeouts)
                 retry_ok = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if retry_ok and not is_dns_failure(exc) and attempt < policy.max_retries:
+                # A wrong host name or scheme/certificate fails the same way every time.
+                permanent = is_dns_failure(exc) or is_tls_failure(exc)
+                if retry_ok and not permanent and attempt < policy.max_retries:
                     delay = policy.backoff(attempt)
                     log.info("retrying %s %s after %s in %.1fs", method, url, err.kind, delay)
                     time.sleep(delay)

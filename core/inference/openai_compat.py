@@ -40,6 +40,7 @@ from core.inference.types import (
     Usage,
 )
 from core.params import COMMON_PARAMS, FREQUENCY_PENALTY, PRESENCE_PENALTY
+from core.secrets import scrub
 
 SPEC = KindSpec(
     kind="openai_compat",
@@ -168,7 +169,8 @@ class OpenAICompatAdapter:
 
     def _read_stream(self, response: httpx.Response) -> Generator[StreamEvent, None, None]:
         url = str(response.request.url)
-        finished = done = False
+        secrets = self.http.secrets
+        finished = done = shaped = False
         for event in iter_sse(response):
             data = event.data
             if not data:
@@ -181,15 +183,16 @@ class OpenAICompatAdapter:
             except ValueError:
                 raise BadResponse(
                     "The stream carried something that is not JSON.",
-                    detail=f"from {url}:\n{data[:500]}",
+                    detail=scrub(f"from {url}:\n{data[:500]}", secrets),
                 ) from None
             if not isinstance(chunk, dict):
                 raise BadResponse(
                     "The stream carried JSON of an unexpected shape.",
-                    detail=f"from {url}:\n{data[:500]}",
+                    detail=scrub(f"from {url}:\n{data[:500]}", secrets),
                 )
             if chunk.get("error") or event.event == "error":
-                raise stream_error(chunk, url=url, secrets=self.http.secrets)
+                raise stream_error(chunk, url=url, secrets=secrets)
+            shaped = shaped or isinstance(chunk.get("choices"), list)
             for choice in chunk.get("choices") or ():
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue
@@ -203,6 +206,12 @@ class OpenAICompatAdapter:
             usage = _usage(chunk.get("usage"))
             if usage:
                 yield usage
+        if not shaped:
+            raise BadResponse(
+                "The stream did not have the shape of a chat completion stream "
+                "(no chunk had choices). Is this an OpenAI-compatible endpoint?",
+                detail=f"stream from {url} had no chunk with a choices list",
+            )
         if not (done or finished):
             raise StreamInterrupted(
                 "The reply stopped before the server said it was finished "
@@ -226,10 +235,13 @@ class OpenAICompatAdapter:
             raise BadResponse(
                 "The reply did not have the shape of a chat completion "
                 "(no choices[0].message.content). Is this an OpenAI-compatible endpoint?",
-                detail=json.dumps(data)[:2000],
+                detail=scrub(json.dumps(data)[:2000], self.http.secrets),
             ) from None
         if not isinstance(text, str):
-            raise BadResponse("The reply's message content is not text.", detail=str(text)[:500])
+            raise BadResponse(
+                "The reply's message content is not text.",
+                detail=scrub(str(text)[:500], self.http.secrets),
+            )
         return Reply(text, choice.get("finish_reason"), _usage(data.get("usage")))
 
     @staticmethod
@@ -248,7 +260,7 @@ class OpenAICompatAdapter:
         if not isinstance(items, list):
             raise BadResponse(
                 "The model list did not have the expected shape ({'data': [...]}).",
-                detail=json.dumps(data)[:2000],
+                detail=scrub(json.dumps(data)[:2000], self.http.secrets),
             )
         return [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
 

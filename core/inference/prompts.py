@@ -192,3 +192,45 @@ def resolve(settings: dict[str, Any], default: str = "plain") -> ChatTemplate:
         return BUILTIN_TEMPLATES[name]
     except KeyError:
         raise ConfigurationError(f"Unknown chat template '{name}'.") from None
+
+
+class StopFilter:
+    """Cuts a streamed reply at the first stop sequence, dropping the sequence itself.
+
+    Text that could be the start of a stop sequence is held back until it is clear it is
+    not. Servers that keep stop sequences in their output (TGI) would otherwise show the
+    template's end-of-turn markers ("\\nUser:") at the end of every reply.
+    """
+
+    def __init__(self, stops: tuple[str, ...] | list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if self.stopped or not self.stops:
+            return "" if self.stopped else text
+        self.pending += text
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i != -1]
+        if hits:
+            out, self.pending, self.stopped = self.pending[: min(hits)], "", True
+            return out
+        keep = max((self._overlap(s) for s in self.stops), default=0)
+        cut = len(self.pending) - keep
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out
+
+    def _overlap(self, stop: str) -> int:
+        """Length of the longest end of `pending` that begins `stop`."""
+        for size in range(min(len(stop) - 1, len(self.pending)), 0, -1):
+            if self.pending.endswith(stop[:size]):
+                return size
+        return 0
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+    def apply(self, text: str) -> str:
+        """The whole-text version, for replies that did not stream."""
+        return self.feed(text) + self.flush()

@@ -15,7 +15,7 @@ import httpx
 
 from core.inference.target import AuthType, Target
 from core.inference.types import Adapter
-from core.params import ParamSpec
+from core.params import ParamSpec, validate_params
 
 AdapterFactory = Callable[[Target, httpx.Client | None], Adapter]
 
@@ -39,6 +39,17 @@ class KindSpec:
     auth_types: tuple[AuthType, ...] = ("none", "bearer", "api_key")
     lists_models: bool = False
     settings_defaults: dict[str, Any] = field(default_factory=dict)
+    # Rules between parameters (e.g. TGI's best_of needs sampling): {field: message}.
+    param_rules: Callable[[dict[str, Any]], dict[str, str]] | None = None
+
+    def check_params(
+        self, values: dict[str, Any], *, context_length: int | None = None, prefix: str = ""
+    ) -> dict[str, str]:
+        """Every problem with `values` for this kind: ranges first, then the kind's own rules."""
+        errors = validate_params(values, self.params, context_length=context_length, prefix=prefix)
+        if self.param_rules and not errors:
+            errors = {prefix + k: v for k, v in self.param_rules(values).items()}
+        return errors
 
     def make_adapter(self, target: Target, client: httpx.Client | None = None) -> Adapter:
         module_name, _, class_name = self.adapter.partition(":")
@@ -48,7 +59,7 @@ class KindSpec:
 
 
 # Kinds in the order the Add-model form offers them.
-_MODULES = ("core.inference.openai_compat", "core.inference.local_gguf")
+_MODULES = ("core.inference.openai_compat", "core.inference.tgi", "core.inference.local_gguf")
 
 
 def _load() -> dict[str, KindSpec]:
