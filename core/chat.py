@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +50,7 @@ class TurnRequest:
     system_prompt: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # overrides the card's defaults
     lane: int = 0
+    turn: int | None = None  # compare runs give every lane the same turn; else the next one
 
 
 @dataclass
@@ -140,10 +141,11 @@ def _counter(adapter: Adapter) -> TokenCounter:
 
 def stream_turn(
     ws: Workspace, request: TurnRequest, *, adapter: Adapter | None = None
-) -> Iterator[TextDelta | TurnResult]:
+) -> Generator[TextDelta | TurnResult, None, None]:
     card = catalog.get_card(ws, request.model_id)
     conversation_id = _ensure_conversation(ws, request)
     past = history.get_conversation(ws, conversation_id)
+    turn = history.next_turn(ws, conversation_id) if request.turn is None else request.turn
     prompt_message = history.add_message(
         ws,
         conversation_id,
@@ -152,12 +154,14 @@ def stream_turn(
             role="user",
             content=request.prompt,
             lane=request.lane,
+            turn=turn,
             model_id=card.id,
             model_name=card.display_name,
         ),
     )
     params = effective_params(card, request.params)
     recorder = _Recorder(ws, card, conversation_id, request.lane, params)
+    recorder.turn = turn
     recorder.prompt_message_id = prompt_message.id
     try:
         problems = card.spec.check_params(params, context_length=card.context_length)
@@ -231,6 +235,7 @@ class _Recorder:
         self.secrets: tuple[str, ...] = ()
         self.dropped = 0
         self.prompt_message_id = 0
+        self.turn = 0
         self.saved: MessageView | None = None
         self.status = "ok"
         self.error: InferenceError | None = None
@@ -288,6 +293,7 @@ class _Recorder:
             MessageRow(
                 conversation_id=self.conversation_id,
                 lane=self.lane,
+                turn=self.turn,
                 role="assistant",
                 content=text,
                 model_id=self.card.id,

@@ -36,6 +36,7 @@ class MessageView:
     params: dict[str, Any]
     created_at: datetime
     details: dict[str, Any] | None = None
+    turn: int = 0
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -82,6 +83,7 @@ def message_view(m: Message) -> MessageView:
         params=dict(m.params),
         created_at=m.created_at,
         details=dict(m.details) if m.details else None,
+        turn=m.turn,
     )
 
 
@@ -208,3 +210,14 @@ def delete_messages(ws: Workspace, message_ids: list[int]) -> None:
             message = session.get(Message, message_id)
             if message is not None:
                 session.delete(message)
+
+
+def next_turn(ws: Workspace, conversation_id: int) -> int:
+    """The number the next prompt of this conversation gets (0 for the first)."""
+    with ws.session() as session:
+        last = session.exec(
+            select(func.max(Message.turn)).where(
+                Message.conversation_id == conversation_id, Message.role == "user"
+            )
+        ).one()
+    return 0 if last is None else int(last) + 1

@@ -101,7 +101,8 @@ class Message(SQLModel, table=True):
     __tablename__ = "message"
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int = Field(foreign_key="conversation.id", ondelete="CASCADE", index=True)
-    lane: int = 0
+    lane: int = 0  # compare runs: which lane (model) the message belongs to
+    turn: int = 0  # the prompt's number in its conversation; a compare turn spans every lane
     role: str = Field(max_length=20)  # system | user | assistant
     content: str = _text()
     model_id: int | None = Field(
@@ -144,3 +145,19 @@ class UsageEvent(SQLModel, table=True):
     tokens_estimated: bool = False
     ttft_ms: float | None = None
     latency_ms: float | None = None
+
+
+class Vote(SQLModel, table=True):
+    """A person's judgement: which lane of a compare turn was better, or 👍/👎 on a reply."""
+
+    __tablename__ = "vote"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", ondelete="CASCADE", index=True)
+    turn: int = 0
+    kind: str = Field(max_length=20)  # preference | rating
+    # preference: a lane letter ("A"…"F"), "tie" or "all_bad"; rating: "up" or "down"
+    choice: str = Field(max_length=20)
+    message_id: int | None = Field(
+        default=None, foreign_key="message.id", ondelete="CASCADE", index=True
+    )
+    created_at: datetime = Field(default_factory=utcnow)

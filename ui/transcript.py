@@ -35,7 +35,7 @@ def metrics_text(m: MessageView) -> str:
     """'first token 120 ms · total 1.30 s · 57 → 10 tokens · 42.1 tok/s · stop'."""
     approx = "≈" if m.tokens_estimated else ""
     parts = [f"first token {_ms(m.ttft_ms)}", f"total {_ms(m.latency_ms)}"]
-    if m.prompt_tokens is not None or m.completion_tokens is not None:
+    if m.completion_tokens or (m.status == "ok" and m.prompt_tokens is not None):
         parts.append(f"{approx}{m.prompt_tokens or 0} → {approx}{m.completion_tokens or 0} tokens")
     if m.tokens_per_second:
         parts.append(f"{m.tokens_per_second:.1f} tok/s")

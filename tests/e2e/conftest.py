@@ -62,7 +62,7 @@ def app_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def app_url(app_home: Path) -> Iterator[str]:
     """The real app, as a newcomer starts it: `streamlit run app.py`."""
     port = free_port()
-    env = {**os.environ, "PLUGBOARD_HOME": str(app_home)}
+    env = {**os.environ, "PLUGBOARD_HOME": str(app_home), "PLUGBOARD_MAX_RETRIES": "0"}
     env.pop("DATABASE_URL", None)
     log = (app_home / "streamlit.log").open("wb")
     process = subprocess.Popen(
