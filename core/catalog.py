@@ -230,6 +230,8 @@ def _check_settings(spec: KindSpec, settings: dict[str, Any]) -> dict[str, str]:
                 errors["settings.custom_template"] = problem
         elif template not in prompts.BUILTIN_TEMPLATES:
             errors["settings.chat_template"] = f"Unknown chat template '{template}'."
+    if spec.settings_rules:
+        errors.update(spec.settings_rules(settings))
     return errors
 
 

@@ -13,6 +13,7 @@ from core.catalog import CardView, NotFoundInCatalog, ValidationFailed
 from core.tables import utcnow
 from core.workspace import Workspace
 from ui.connection_test import run_test
+from ui.custom_api_fields import preset_picker, request_preview, test_exchange
 from ui.flash import flash
 from ui.forms import (
     FieldErrors,
@@ -202,6 +203,8 @@ def edit_dialog(ws: Workspace, card_id: int) -> None:
             "cards: a new endpoint URL or API key applies to all of them.",
             icon=":material/info:",
         )
+    if card.kind == "custom_api":
+        preset_picker(key, card.provider.settings)
     with st.form(f"{key}.form", border=False, enter_to_submit=False):
         provider_draft = connection_fields(card.spec, key, errors, existing=card.provider)
         remote = card.remote_model
@@ -233,6 +236,10 @@ def edit_dialog(ws: Workspace, card_id: int) -> None:
             ws, catalog.draft_target(ws, provider_draft, model_draft, provider_id=card.provider.id)
         )
         connection_report(report)
+        if card.kind == "custom_api":
+            test_exchange(report)
+    if card.kind == "custom_api":
+        request_preview(ws, provider_draft, model_draft, card.provider.id)
     if cancel:
         _close_dialog()
         st.rerun()

@@ -40,11 +40,11 @@ def settings_panel(cards: list[CardView]) -> tuple[CardView, str, dict[str, obje
     )
     card = by_id[model_id]
     st.caption(f"{card.kind_label} · `{card.remote_model or '—'}`")
-    if card.spec.kind == "custom_api" and not card.provider.settings.get("multi_turn", True):
-        st.caption(
-            ":material/info: This model takes one message at a time: only your last message "
-            "is sent, without the history or the system prompt."
-        )
+    if card.kind == "custom_api":
+        from core.inference.custom_api import multi_turn_note
+
+        if note := multi_turn_note(card.provider.settings):
+            st.caption(f":material/info: {note}")
     system_prompt = st.text_area(
         "System prompt",
         key=state.SYSTEM_PROMPT,

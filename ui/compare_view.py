@@ -21,7 +21,7 @@ from core.workspace import Workspace
 from ui import sandbox_state as state
 from ui.exports import export_buttons
 from ui.params import param_input, param_panel
-from ui.transcript import error_block, reply_footer
+from ui.transcript import error_block, reply_body, reply_footer
 
 LANES = "cmp.lanes"
 SYNC = "cmp.sync"
@@ -182,8 +182,7 @@ def _reply(m: MessageView, turn: compare.CompareTurn, ratings: dict[int, str]) -
         badges.append(":violet-badge[:material/straighten: longest]")
     if badges:
         st.markdown(" ".join(badges))
-    if m.content:
-        st.markdown(m.content)
+    reply_body(m)
     reply_footer(m)
     if m.status == "error" and not m.content:
         return  # nothing to rate

@@ -12,6 +12,7 @@ from core.inference.registry import kinds, spec_for
 from core.inference.types import ConnectionReport
 from core.workspace import Workspace
 from ui.connection_test import run_test
+from ui.custom_api_fields import preset_picker, request_preview, test_exchange
 from ui.flash import flash
 from ui.forms import (
     FieldErrors,
@@ -85,6 +86,8 @@ def add_model_form(ws: Workspace) -> None:
     existing: ProviderView | None = by_id.get(choice) if choice != NEW else None
     state_key = f"{fkey}.test"
     tested: dict[str, Any] = st.session_state.get(state_key, {})
+    if kind == "custom_api" and existing is None:
+        preset_picker(fkey, {})
     # A form sends every field with the button press (a typed key is never left behind).
     with st.form(f"{fkey}.form", border=False, enter_to_submit=False):
         if existing is None:
@@ -92,9 +95,7 @@ def add_model_form(ws: Workspace) -> None:
         else:
             draft = catalog.provider_draft(existing)
             st.caption(f"Endpoint `{existing.base_url}` · key {existing.masked_key or 'none'}")
-        remote = ""
-        if spec.needs_model or spec.lists_models:
-            remote = model_name_field(spec, fkey, errors, "", tested.get("models", []))
+        remote = model_name_field(spec, fkey, errors, "", tested.get("models", []))
         model = model_fields(spec, fkey, errors, remote_model=remote)
         if not model.display_name.strip():
             model.display_name = remote.strip()  # the model name doubles as the display name
@@ -102,7 +103,7 @@ def add_model_form(ws: Workspace) -> None:
         test_col, add_col = st.columns(2)
         test = test_col.form_submit_button("Test connection", icon=":material/network_check:")
         add = add_col.form_submit_button("Add custom model", type="primary", icon=":material/add:")
-    fingerprint = (draft.base_url, draft.auth_type, model.remote_model, existing and existing.id)
+    fingerprint = (draft.base_url, draft.auth_type, existing and existing.id)
     if test:
         target = catalog.draft_target(
             ws, draft, model, provider_id=existing.id if existing else None
@@ -116,6 +117,10 @@ def add_model_form(ws: Workspace) -> None:
         st.rerun()  # redraw the model-name field with the server's list
     if tested.get("report") is not None:
         connection_report(tested["report"])
+        if kind == "custom_api":
+            test_exchange(tested["report"])
+    if kind == "custom_api":
+        request_preview(ws, draft, model, existing.id if existing else None)
     if add:
         same = tested.get("fingerprint") == fingerprint  # the test is still about these settings
         _add(ws, draft, model, existing, errors, tested.get("report") if same else None)

@@ -195,6 +195,10 @@ def connection_fields(
     name = existing.name if existing else ""
     if "chat_template" in spec.settings_defaults:  # completion-only kinds need one
         settings.update(template_fields(settings, key, errors))
+    if spec.kind == "custom_api":
+        from ui.custom_api_fields import custom_api_fields
+
+        settings.update(custom_api_fields(key, errors, settings))
     with st.expander("Advanced connection settings"):
         if name_field:
             name = st.text_input(

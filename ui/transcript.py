@@ -119,6 +119,26 @@ def details_block(details: dict[str, Any]) -> None:
             st.text(str(other.get("generated_text", "")))
 
 
+def reply_body(m: MessageView) -> None:
+    """The reply itself: text, N replies side by side, or a guardrail's verdicts."""
+    details = m.details or {}
+    verdicts = details.get("verdicts")
+    replies = details.get("replies")
+    if isinstance(verdicts, list):
+        badges = [
+            ":red-badge[:material/flag: flagged]" if v else ":green-badge[:material/check: passed]"
+            for v in verdicts
+        ]
+        st.markdown("Guardrail verdict: " + " ".join(badges))
+    elif isinstance(replies, list) and len(replies) > 1:
+        for n, (column, text) in enumerate(zip(st.columns(len(replies)), replies, strict=True), 1):
+            with column:
+                st.caption(f"Reply {n} of {len(replies)}")
+                st.markdown(str(text))
+    elif m.content:
+        st.markdown(m.content)
+
+
 def reply_footer(m: MessageView) -> None:
     """Everything under a reply's text: status notes, error, figures."""
     if m.status == "ok" and not m.content:
@@ -133,7 +153,7 @@ def reply_footer(m: MessageView) -> None:
         f"{m.model_name} · {metrics_text(m)}",
         help="≈ means counted here; the server sent no usage.",
     )
-    if m.details:
+    if m.details and m.details.get("tokens") is not None:
         details_block(m.details)
 
 
@@ -151,8 +171,7 @@ def show_transcript(
                 st.markdown(m.content)
         elif m.role == "assistant":
             with st.chat_message("assistant"):
-                if m.content:
-                    st.markdown(m.content)
+                reply_body(m)
                 reply_footer(m)
                 is_last = index == len(messages) - 1
                 if retry and is_last and m.status != "ok" and last_user is not None:

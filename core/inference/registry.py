@@ -41,6 +41,8 @@ class KindSpec:
     settings_defaults: dict[str, Any] = field(default_factory=dict)
     # Rules between parameters (e.g. TGI's best_of needs sampling): {field: message}.
     param_rules: Callable[[dict[str, Any]], dict[str, str]] | None = None
+    # Checks of the connection's settings (e.g. JSONata expressions): {"settings.<name>": message}.
+    settings_rules: Callable[[dict[str, Any]], dict[str, str]] | None = None
 
     def check_params(
         self, values: dict[str, Any], *, context_length: int | None = None, prefix: str = ""
@@ -59,7 +61,12 @@ class KindSpec:
 
 
 # Kinds in the order the Add-model form offers them.
-_MODULES = ("core.inference.openai_compat", "core.inference.tgi", "core.inference.local_gguf")
+_MODULES = (
+    "core.inference.openai_compat",
+    "core.inference.tgi",
+    "core.inference.custom_api",
+    "core.inference.local_gguf",
+)
 
 
 def _load() -> dict[str, KindSpec]:

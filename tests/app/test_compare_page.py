@@ -31,8 +31,13 @@ def cards(ws, openai_server, _slow_server):
     def add(name: str, url: str, model: str, key: str | None = None):
         return catalog.add_custom_model(
             ws,
-            ProviderDraft(name=f"{name} server", kind="openai_compat", base_url=url,
-                          auth_type="bearer" if key else "none", api_key=key),
+            ProviderDraft(
+                name=f"{name} server",
+                kind="openai_compat",
+                base_url=url,
+                auth_type="bearer" if key else "none",
+                api_key=key,
+            ),
             ModelDraft(display_name=name, remote_model=model),
         )
 
@@ -56,7 +61,9 @@ def lane_texts(app: App) -> list[str]:
     return [m.value for m in app.at.markdown]
 
 
-def test_three_lanes_stream_one_prompt_and_a_failing_lane_does_not_disturb_the_others(app, ws, cards, openai_server):
+def test_three_lanes_stream_one_prompt_and_a_failing_lane_does_not_disturb_the_others(
+    app, ws, cards, openai_server
+):
     compare_with(app, cards)
     app.at.chat_input(key="compare.input").set_value("compare these words").run(timeout=60)
     app.assert_no_exception()
@@ -86,9 +93,14 @@ def test_lanes_can_have_their_own_system_prompt_and_settings(app, ws, cards, ope
     app.run()
     app.at.chat_input(key="compare.input").set_value("hello").run(timeout=60)
 
-    bodies = sorted((r.json() for r in openai_server.requests if r.path.endswith("/chat/completions")),
-                    key=lambda b: b["messages"][0]["content"])
-    assert [b["messages"][0]["content"] for b in bodies] == ["Answer as a pirate.", "Answer as a poet."]
+    bodies = sorted(
+        (r.json() for r in openai_server.requests if r.path.endswith("/chat/completions")),
+        key=lambda b: b["messages"][0]["content"],
+    )
+    assert [b["messages"][0]["content"] for b in bodies] == [
+        "Answer as a pirate.",
+        "Answer as a poet.",
+    ]
     assert bodies[1]["temperature"] == 1.5
 
 
@@ -97,7 +109,9 @@ def test_votes_are_stored(app, ws, cards):
     app.at.chat_input(key="compare.input").set_value("vote on this").run(timeout=60)
     run_id = app.at.session_state["sandbox.compare_id"]
     app.at.segmented_control(key=f"prefer_{run_id}_0").set_value("B").run()
-    first_reply = next(m for m in history.get_conversation(ws, run_id).messages if m.role == "assistant")
+    first_reply = next(
+        m for m in history.get_conversation(ws, run_id).messages if m.role == "assistant"
+    )
     app.at.feedback(key=f"rate_{first_reply.id}").set_value(0).run()
 
     cast = votes.votes_for(ws, run_id)
@@ -121,7 +135,11 @@ def test_reopen_continue_and_each_lane_keeps_its_history(app, ws, cards, openai_
     run = history.get_conversation(ws, run_id)
     assert [m.turn for m in run.messages if m.role == "user"] == [0, 0, 1, 1]
     sent = openai_server.requests[-1].json()["messages"]
-    assert [m["content"] for m in sent] == ["first question", "Echo: first question", "second question"]
+    assert [m["content"] for m in sent] == [
+        "first question",
+        "Echo: first question",
+        "second question",
+    ]
 
 
 def test_export_contains_prompts_replies_figures_votes_and_no_secret(app, ws, cards):
@@ -138,7 +156,11 @@ def test_export_contains_prompts_replies_figures_votes_and_no_secret(app, ws, ca
     data = export.conversation_data(ws, run_id)
     assert data["turns"][0]["prompt"] == "export me" and data["turns"][0]["preferred"] == "A"
     fast = data["turns"][0]["replies"][0]
-    assert fast["model"] == "Fast" and fast["text"] == "Echo: export me" and fast["figures"]["latency_ms"] > 0
+    assert (
+        fast["model"] == "Fast"
+        and fast["text"] == "Echo: export me"
+        and fast["figures"]["latency_ms"] > 0
+    )
     rows = list(csv.DictReader(io.StringIO(export.to_csv(data))))
     assert [r["lane"] for r in rows] == ["A", "B", "C"] and rows[2]["status"] == "error"
     markdown = export.to_markdown(data)

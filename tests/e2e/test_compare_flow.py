@@ -17,7 +17,9 @@ def add_card(ws, name: str, url: str, model: str) -> int:
         return found.id
     card = catalog.add_custom_model(
         ws,
-        ProviderDraft(name=f"{name} connection", kind="openai_compat", base_url=url, auth_type="none"),
+        ProviderDraft(
+            name=f"{name} connection", kind="openai_compat", base_url=url, auth_type="none"
+        ),
         ModelDraft(display_name=name, remote_model=model),
     )
     return card.id
@@ -67,11 +69,15 @@ def test_three_lanes_side_by_side(app_page: Page, e2e_server, app_ws, shoot):
 
     run = history.list_conversations(app_ws)[0]
     assert run.mode == "compare"
-    replies = [m for m in history.get_conversation(app_ws, run.id).messages if m.role == "assistant"]
+    replies = [
+        m for m in history.get_conversation(app_ws, run.id).messages if m.role == "assistant"
+    ]
     assert sorted((m.lane, m.status) for m in replies) == [(0, "ok"), (1, "ok"), (2, "error")]
     expect(page.get_by_text("Nothing is listening at 127.0.0.1:9", exact=False)).to_be_visible()
 
-    page.get_by_role("radiogroup", name="Which reply is better?").get_by_role("radio", name="B", exact=True).click()
+    page.get_by_role("radiogroup", name="Which reply is better?").get_by_role(
+        "radio", name="B", exact=True
+    ).click()
     wait_idle(page)
     assert votes.votes_for(app_ws, run.id).preferences == {0: "B"}
     shoot("3-voted")
