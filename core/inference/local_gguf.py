@@ -170,14 +170,18 @@ class LocalGGUFAdapter:
             chunks = llm.create_completion(tokens, stream=True, **self._options(params, room))
             text_parts: list[str] = []
             finish = "stop"
+            shown = prompts.StopFilter(self.template.stop)  # a marker cut short by max tokens
             try:
                 for chunk in chunks:
                     choice = chunk["choices"][0]
                     if choice["text"]:
                         text_parts.append(choice["text"])
-                        yield TextDelta(choice["text"])
+                        if text := shown.feed(choice["text"]):
+                            yield TextDelta(text)
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
+                if rest := shown.flush():
+                    yield TextDelta(rest)
             finally:
                 chunks.close()  # on Stop, this ends llama.cpp's generation loop
             completion = "".join(text_parts)

@@ -227,9 +227,18 @@ class StopFilter:
                 return size
         return 0
 
-    def flush(self) -> str:
-        out, self.pending = ("" if self.stopped else self.pending), ""
-        return out
+    def flush(self, *, drop_partial: bool = True) -> str:
+        """What is held back at the end. A reply cut by max tokens halfway through a stop
+        marker ("\nUser") ends there, so a held-back start of a marker is dropped too."""
+        held = "" if self.stopped else self.pending
+        if (
+            drop_partial
+            and held
+            and any(s.startswith(held.lstrip(" ")) or s.startswith(held) for s in self.stops)
+        ):
+            held = ""
+        self.pending = ""
+        return held
 
     def apply(self, text: str) -> str:
         """The whole-text version, for replies that did not stream."""
