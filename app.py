@@ -6,6 +6,7 @@ and navigation over the pages in pages/.
 
 import streamlit as st
 
+from ui.access import require_access
 from ui.deps import open_workspace_or_stop
 
 st.set_page_config(page_title="Plugboard", page_icon="🔌", layout="wide")
@@ -17,6 +18,8 @@ pages = [
     st.Page("pages/providers.py", title="Manage providers", icon=":material/cable:"),
     st.Page("pages/sandbox.py", title="Sandbox", icon=":material/chat:"),
 ]
+# Nothing below is drawn for someone not signed in: every address shows the sign-in.
+require_access(workspace.settings, [p.url_path for p in pages])
 page = st.navigation(pages)
 
 with st.sidebar:

@@ -18,6 +18,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from core.egress import EgressPolicy
 from core.inference import prompts
 from core.inference.local_gguf import BUNDLED
 from core.inference.registry import KindSpec, kinds, spec_for
@@ -244,7 +245,11 @@ def _check_timeout(value: float | None) -> str | None:
 
 
 def validate_provider(
-    session: Session, draft: ProviderDraft, *, provider_id: int | None = None
+    session: Session,
+    draft: ProviderDraft,
+    *,
+    provider_id: int | None = None,
+    egress: EgressPolicy | None = None,
 ) -> dict[str, str]:
     errors: dict[str, str] = {}
     name = draft.name.strip()
@@ -264,6 +269,8 @@ def validate_provider(
         return errors
     url = draft.base_url.strip()
     problem = _check_model_file(url) if draft.kind == "local_gguf" else check_url(url)
+    if not problem and egress and draft.kind != "local_gguf":
+        problem = egress.check_url(url)
     if problem:
         errors["base_url"] = problem
     if draft.auth_type not in spec.auth_types:
@@ -398,7 +405,7 @@ def _commit_or_explain(session: Session) -> None:
 
 def create_provider(ws: Workspace, draft: ProviderDraft) -> ProviderView:
     with ws.session() as session:
-        _raise_if(validate_provider(session, draft))
+        _raise_if(validate_provider(session, draft, egress=ws.settings.egress))
         provider = Provider(name="", kind=draft.kind)
         _apply_provider(ws.box, provider, draft)
         session.add(provider)
@@ -409,7 +416,9 @@ def create_provider(ws: Workspace, draft: ProviderDraft) -> ProviderView:
 def update_provider(ws: Workspace, provider_id: int, draft: ProviderDraft) -> ProviderView:
     with ws.session() as session:
         provider = _get_provider(session, provider_id)
-        _raise_if(validate_provider(session, draft, provider_id=provider_id))
+        _raise_if(
+            validate_provider(session, draft, provider_id=provider_id, egress=ws.settings.egress)
+        )
         _apply_provider(ws.box, provider, draft)
         session.add(provider)
         _commit_or_explain(session)
@@ -436,7 +445,7 @@ def create_model(ws: Workspace, provider_id: int, draft: ModelDraft) -> CardView
 def add_custom_model(ws: Workspace, provider: ProviderDraft, model: ModelDraft) -> CardView:
     """The Add-custom-model form: a new connection and its first card, checked together."""
     with ws.session() as session:
-        errors = validate_provider(session, provider)
+        errors = validate_provider(session, provider, egress=ws.settings.egress)
         errors.update(validate_model(session, model, provider.kind))
         _raise_if(errors)
         row = Provider(name="", kind=provider.kind)
@@ -463,7 +472,11 @@ def update_model(
         kind = provider_draft.kind if provider_draft else provider.kind
         errors = validate_model(session, draft, kind, model_id=model_id)
         if provider_draft is not None:
-            errors.update(validate_provider(session, provider_draft, provider_id=provider.id))
+            errors.update(
+                validate_provider(
+                    session, provider_draft, provider_id=provider.id, egress=ws.settings.egress
+                )
+            )
         _raise_if(errors)
         if provider_draft is not None:
             _apply_provider(ws.box, provider, provider_draft)
@@ -617,6 +630,7 @@ def _target(
         context_length=model.context_length,
         max_retries=ws.settings.max_retries,
         max_retry_wait=ws.settings.max_retry_wait,
+        egress=ws.settings.egress,
     )
 
 

@@ -10,14 +10,17 @@ import contextlib
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+from core.egress import EgressPolicy, parse_list
+
 SECRET_KEY_FILE = "secret.key"
 DATABASE_FILE = "plugboard.db"
 LOG_FILE = "plugboard.log"
+TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,20 @@ class Timeouts:
 class Settings:
     home: Path
     database_url: str
-    secret_keys: tuple[str, ...]  # the first encrypts; all of them decrypt (rotation)
+    secret_keys: tuple[str, ...] = field(repr=False)  # the first encrypts; all decrypt
     timeouts: Timeouts
     max_retries: int = 2
     max_retry_wait: float = 30.0  # a Retry-After longer than this is reported, not waited for
+    admin_password: str = field(default="", repr=False)  # empty: no password gate
+    shared: bool = False  # a server others reach: access control on, stricter egress defaults
+    allowed_hosts: tuple[str, ...] = ()
+    denied_hosts: tuple[str, ...] = ()
+
+    @property
+    def egress(self) -> EgressPolicy:
+        return EgressPolicy.build(
+            allow=self.allowed_hosts, deny=self.denied_hosts, shared=self.shared
+        )
 
     @property
     def log_path(self) -> Path:
@@ -120,6 +133,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         read=_float(env, "PLUGBOARD_READ_TIMEOUT", Timeouts.read),
     )
     retries_raw = env.get("PLUGBOARD_MAX_RETRIES", "").strip()
+    password = env.get("PLUGBOARD_ADMIN_PASSWORD", "")
     return Settings(
         home=home,
         database_url=normalise_database_url(url),
@@ -127,6 +141,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         timeouts=timeouts,
         max_retries=int(retries_raw) if retries_raw.isdigit() else 2,
         max_retry_wait=_float(env, "PLUGBOARD_MAX_RETRY_WAIT", 30.0),
+        admin_password=password,
+        shared=bool(password) or env.get("PLUGBOARD_SHARED", "").strip().lower() in TRUE,
+        allowed_hosts=tuple(parse_list(env.get("PLUGBOARD_ALLOWED_HOSTS", ""))),
+        denied_hosts=tuple(parse_list(env.get("PLUGBOARD_DENIED_HOSTS", ""))),
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
+from core.settings import load_settings
 from core.workspace import Workspace
 
 
@@ -14,7 +17,12 @@ def _close(ws: Workspace) -> None:
 @st.cache_resource(show_spinner="Opening the database…", on_release=_close)
 def workspace() -> Workspace:
     """Settings from the environment, the database migrated and seeded, the HTTP client."""
-    return Workspace.open()
+    from ui.access import oidc_configured
+
+    settings = load_settings()
+    if oidc_configured():  # a sign-in means a shared server: stricter egress defaults
+        settings = replace(settings, shared=True)
+    return Workspace.open(settings)
 
 
 def open_workspace_or_stop() -> Workspace:
@@ -39,8 +47,11 @@ def page_start() -> Workspace:
     (Flashes are drawn by the page, not by app.py: AppTest only keeps what the page itself
     draws on a rerun.)
     """
+    from ui.access import signed_in
     from ui.flash import show_flashes
 
     ws = workspace()
+    if not signed_in(ws.settings):  # app.py already stopped; pages never run on their own
+        st.stop()
     show_flashes()
     return ws

@@ -20,11 +20,13 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
+from core.egress import EgressPolicy
 from core.inference.target import Target
 from core.inference.types import (
     AuthFailed,
     BadRequest,
     BadResponse,
+    Blocked,
     ConnectionFailed,
     InferenceError,
     NotFound,
@@ -308,7 +310,9 @@ class HttpEndpoint:
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         secrets: tuple[str, ...] = (),
+        egress: EgressPolicy | None = None,
     ) -> None:
+        self.egress = egress
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
@@ -327,6 +331,7 @@ class HttpEndpoint:
             timeouts=target.timeouts,
             retry=RetryPolicy(max_retries=target.max_retries, max_wait=target.max_retry_wait),
             secrets=target.secrets,
+            egress=target.egress,
         )
 
     def url(self, path: str) -> str:
@@ -368,6 +373,8 @@ class HttpEndpoint:
         policy = retry or self.retry
         request = self._request(method, path, body, headers)
         url = str(request.url)
+        if self.egress and (refused := self.egress.check_url(url)):
+            raise Blocked(refused, detail=f"{method} {url} refused by PLUGBOARD_*_HOSTS rules")
         attempt = 0
         while True:
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from core.egress import EgressPolicy
 from core.settings import Timeouts
 
 AuthType = Literal["none", "bearer", "api_key"]
@@ -43,6 +44,7 @@ class Target:
     context_length: int | None = None
     max_retries: int = 2
     max_retry_wait: float = 30.0
+    egress: EgressPolicy | None = None  # hosts this server may not (or only may) reach
 
     def request_headers(self) -> dict[str, str]:
         return {**self.headers, **self.auth.headers()}

@@ -198,6 +198,12 @@ class StreamInterrupted(InferenceError):
     kind = "interrupted"
 
 
+class Blocked(InferenceError):
+    """This server's egress rules do not allow the endpoint's host."""
+
+    kind = "blocked"
+
+
 class ConfigurationError(InferenceError):
     """The card itself is unusable (missing file, bad template…), before any request."""
 
@@ -217,6 +223,7 @@ ERROR_KINDS: dict[str, type[InferenceError]] = {
         ServerError,
         BadResponse,
         StreamInterrupted,
+        Blocked,
         ConfigurationError,
     )
 }

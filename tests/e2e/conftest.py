@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,13 @@ def app_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("e2e-home")
 
 
-@pytest.fixture(scope="module")
-def app_url(app_home: Path) -> Iterator[str]:
-    """The real app, as a newcomer starts it: `streamlit run app.py`."""
+@contextmanager
+def running_app(home: Path, **env: str) -> Iterator[str]:
+    """`streamlit run app.py` on a free port, as a newcomer starts it; yields its URL."""
     port = free_port()
-    env = {**os.environ, "PLUGBOARD_HOME": str(app_home), "PLUGBOARD_MAX_RETRIES": "0"}
-    env.pop("DATABASE_URL", None)
-    log = (app_home / "streamlit.log").open("wb")
+    environment = {**os.environ, "PLUGBOARD_HOME": str(home), "PLUGBOARD_MAX_RETRIES": "0", **env}
+    environment.pop("DATABASE_URL", None)
+    log = (home / "streamlit.log").open("wb")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -80,7 +81,7 @@ def app_url(app_home: Path) -> Iterator[str]:
             "true",
         ],
         cwd=ROOT,
-        env=env,
+        env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -95,6 +96,12 @@ def app_url(app_home: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(app_home: Path) -> Iterator[str]:
+    with running_app(app_home) as url:
+        yield url
 
 
 @pytest.fixture
