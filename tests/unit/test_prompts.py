@@ -271,8 +271,12 @@ def test_stop_filter_cuts_at_a_marker_and_drops_one_cut_short():
     from core.inference.prompts import StopFilter
 
     cut = StopFilter(["\nUser:", "User:"])
-    assert "".join(cut.feed(t) for t in [" Paris", ".\n", "User", ": more"]) + cut.flush() == " Paris."
+    assert (
+        "".join(cut.feed(t) for t in [" Paris", ".\n", "User", ": more"]) + cut.flush() == " Paris."
+    )
     short = StopFilter(["\nUser:"])
-    assert "".join(short.feed(t) for t in [" I know", ".", "\n", "User"]) + short.flush() == " I know."
+    assert (
+        "".join(short.feed(t) for t in [" I know", ".", "\n", "User"]) + short.flush() == " I know."
+    )
     kept = StopFilter(["\nUser:"])
     assert "".join(kept.feed(t) for t in ["a\n", "b", "\nUs", "ed"]) + kept.flush() == "a\nb\nUsed"
