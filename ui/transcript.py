@@ -22,6 +22,7 @@ ERROR_TITLES = {
     "bad_response": "Unexpected answer",
     "interrupted": "The reply was cut off",
     "config": "The model is not set up right",
+    "blocked": "Not allowed on this server",
 }
 
 
