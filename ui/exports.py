@@ -18,32 +18,21 @@ def _file_stem(title: str) -> str:
 def export_buttons(ws: Workspace, conversation_id: int, *, csv: bool) -> None:
     data = export.conversation_data(ws, conversation_id)
     stem = _file_stem(data["title"])
-    columns = st.columns(3 if csv else 2)
-    columns[0].download_button(
-        "Markdown",
-        export.to_markdown(data),
-        file_name=f"{stem}.md",
-        mime="text/markdown",
-        icon=":material/download:",
-        on_click="ignore",
-        key=f"export_md_{conversation_id}",
-    )
-    columns[1].download_button(
-        "JSON",
-        export.to_json(data),
-        file_name=f"{stem}.json",
-        mime="application/json",
-        icon=":material/download:",
-        on_click="ignore",
-        key=f"export_json_{conversation_id}",
-    )
+    formats = [
+        ("Markdown", export.to_markdown, "md", "text/markdown", ":material/download:"),
+        ("JSON", export.to_json, "json", "application/json", ":material/download:"),
+    ]
     if csv:
-        columns[2].download_button(
-            "CSV",
-            export.to_csv(data),
-            file_name=f"{stem}.csv",
-            mime="text/csv",
-            icon=":material/table:",
+        formats.append(("CSV", export.to_csv, "csv", "text/csv", ":material/table:"))
+    for column, (label, render, extension, mime, icon) in zip(
+        st.columns(len(formats)), formats, strict=True
+    ):
+        column.download_button(
+            label,
+            render(data),
+            file_name=f"{stem}.{extension}",
+            mime=mime,
+            icon=icon,
             on_click="ignore",
-            key=f"export_csv_{conversation_id}",
+            key=f"export_{extension}_{conversation_id}",
         )
