@@ -175,6 +175,10 @@ def connections_list(ws: Workspace) -> None:
                 st.session_state[OPEN_DIALOG] = ("edit", provider.id)
             if actions.button("Delete", key=f"conn_delete_{provider.id}", icon=":material/delete:"):
                 st.session_state[OPEN_DIALOG] = ("delete", provider.id)
+            if provider.kind == "xinference" and actions.button(
+                "Manage server", key=f"conn_xi_{provider.id}", icon=":material/dns:"
+            ):
+                st.session_state[OPEN_DIALOG] = ("xinference", provider.id)
     with ws.session() as session:
         missing_bundled = not seed.has_bundled(session)
     if missing_bundled and st.button(
@@ -187,7 +191,12 @@ def connections_list(ws: Workspace) -> None:
     opened = st.session_state.get(OPEN_DIALOG)
     if opened:
         action, provider_id = opened
-        (edit_connection_dialog if action == "edit" else delete_connection_dialog)(ws, provider_id)
+        dialogs = {
+            "edit": edit_connection_dialog,
+            "delete": delete_connection_dialog,
+            "xinference": xinference_dialog,
+        }
+        dialogs[action](ws, provider_id)
 
 
 def _close() -> None:
@@ -266,3 +275,14 @@ def delete_connection_dialog(ws: Workspace, provider_id: int) -> None:
     if cancel.button("Cancel", key="cancel_delete_connection"):
         _close()
         st.rerun()
+
+
+@st.dialog("Xinference server", width="large", on_dismiss=_close)
+def xinference_dialog(ws: Workspace, provider_id: int) -> None:
+    from ui.xinference_view import manage_server
+
+    provider = _provider_or_close(ws, provider_id)
+    if provider is None:
+        return
+    st.caption(f"{provider.name} · `{provider.base_url}`")
+    manage_server(ws, provider)

@@ -65,6 +65,7 @@ _MODULES = (
     "core.inference.openai_compat",
     "core.inference.tgi",
     "core.inference.custom_api",
+    "core.inference.xinference",
     "core.inference.local_gguf",
 )
 

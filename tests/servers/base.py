@@ -37,6 +37,7 @@ class Fault:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
     server: TestHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
