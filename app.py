@@ -17,6 +17,7 @@ pages = [
     st.Page("pages/models.py", title="Models", icon=":material/view_module:", default=True),
     st.Page("pages/providers.py", title="Manage providers", icon=":material/cable:"),
     st.Page("pages/sandbox.py", title="Sandbox", icon=":material/chat:"),
+    st.Page("pages/usage.py", title="Usage", icon=":material/monitoring:"),
 ]
 # Nothing below is drawn for someone not signed in: every address shows the sign-in.
 require_access(workspace.settings, [p.url_path for p in pages])

@@ -7,6 +7,9 @@ message under the field it is about. Pages get read-only views, never ORM rows.
 from __future__ import annotations
 
 import re
+import sqlite3
+import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func
+from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -73,6 +76,8 @@ class ModelDraft:
     context_length: int | None = None
     default_params: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
+    template_id: int | None = None  # set by core.templates; an edit keeps the card's link
+    template_name: str = ""
 
 
 # --- views: what a page draws -----------------------------------------------------------------
@@ -115,6 +120,8 @@ class CardView:
     created_at: datetime
     updated_at: datetime
     provider: ProviderView
+    template_id: int | None = None  # the template it was made from (core.templates)
+    template_name: str = ""
 
     @property
     def kind(self) -> str:
@@ -129,13 +136,29 @@ class CardView:
         return spec_for(self.provider.kind)
 
 
+# Masked keys by secret box and stored token: a key is decrypted once per process to show
+# its mask, not again on every list of the catalog (each rerun of a page lists it).
+_masks: weakref.WeakKeyDictionary[SecretBox, dict[str, str]] = weakref.WeakKeyDictionary()
+_masks_lock = threading.Lock()
+
+
 def _masked(box: SecretBox, token: str | None) -> str:
     if not token:
         return ""
+    with _masks_lock:
+        known = _masks.setdefault(box, {})
+        hit = known.get(token)
+    if hit is not None:
+        return hit
     try:
-        return mask(box.decrypt(token))
+        masked = mask(box.decrypt(token))
     except SecretKeyMismatch:
         return "(cannot be decrypted: enter the key again in Edit)"
+    with _masks_lock:
+        if len(known) >= 10_000:
+            known.clear()
+        known[token] = masked
+    return masked
 
 
 def _provider_view(box: SecretBox, p: Provider, model_count: int = 0) -> ProviderView:
@@ -177,6 +200,8 @@ def _card_view(card: ModelCard, provider: ProviderView) -> CardView:
         created_at=card.created_at,
         updated_at=card.updated_at,
         provider=provider,
+        template_id=card.template_id,
+        template_name=card.template_name,
     )
 
 
@@ -191,11 +216,12 @@ def check_url(url: str) -> str | None:
         return "The URL cannot contain spaces."
     try:
         parsed = httpx.URL(url)
+        host = parsed.host  # decoded on access: a malformed "xn--" label fails only here
     except (httpx.InvalidURL, ValueError) as exc:
         return f"This is not a valid URL ({exc})."
     if parsed.scheme not in ("http", "https"):
         return "The URL must start with http:// or https://."
-    if not parsed.host:
+    if not host:
         return "The URL must name a host, as in http://localhost:8080/v1."
     if parsed.userinfo:
         return "Put credentials in the API key field, not in the URL."
@@ -213,7 +239,10 @@ def _check_model_file(path: str) -> str | None:
         return "Enter the path of a .gguf file."
     if path == BUNDLED:
         return None
-    file = Path(path).expanduser()
+    try:
+        file = Path(path).expanduser()
+    except RuntimeError:  # "~someone/…" for a user this machine does not know
+        return f"There is no home folder for {path.split('/', 1)[0]}."
     if not file.is_file():
         return f"There is no file at {file}."
     if file.suffix.lower() != ".gguf":
@@ -225,8 +254,15 @@ def _check_settings(spec: KindSpec, settings: dict[str, Any]) -> dict[str, str]:
     errors: dict[str, str] = {}
     template = settings.get("chat_template")
     if template is not None:
-        if template == "custom":
-            problem = prompts.check_template(settings.get("custom_template") or "")
+        if not isinstance(template, str):
+            errors["settings.chat_template"] = "The chat template is a name."
+        elif template == "custom":
+            source = settings.get("custom_template") or ""
+            problem = (
+                prompts.check_template(source)
+                if isinstance(source, str)
+                else "The template must be text."
+            )
             if problem:
                 errors["settings.custom_template"] = problem
         elif template not in prompts.BUILTIN_TEMPLATES:
@@ -239,7 +275,7 @@ def _check_settings(spec: KindSpec, settings: dict[str, Any]) -> dict[str, str]:
 def _check_timeout(value: float | None) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, int | float) or value <= 0 or value > 3600:
+    if not isinstance(value, int | float) or not 0 < value <= 3600:  # NaN fails this too
         return "A timeout must be between 0 and 3600 seconds."
     return None
 
@@ -283,21 +319,37 @@ def validate_provider(
                 errors["api_key"] = "Enter the API key (or choose No authentication)."
         elif any(ch.isspace() for ch in key):
             errors["api_key"] = "The API key contains spaces or line breaks; paste it again."
+        elif not _sendable(key):
+            errors["api_key"] = (
+                "The API key contains a character no request can carry (an invisible space, "
+                "a typographic dash…); paste it again."
+            )
     if draft.auth_type == "api_key" and not _HEADER_NAME.match(draft.auth_header.strip() or "-"):
         errors["auth_header"] = "A header name uses letters, digits and - only, e.g. X-API-Key."
     if "\n" in draft.auth_prefix or "\r" in draft.auth_prefix:
         errors["auth_prefix"] = "The prefix must be on one line."
+    elif not _sendable(draft.auth_prefix):
+        errors["auth_prefix"] = "The prefix can use plain ASCII characters only."
     for header, value in draft.extra_headers.items():
         if not _HEADER_NAME.match(header):
             errors["extra_headers"] = f"'{header}' is not a valid header name."
         elif "\n" in value or "\r" in value:
             errors["extra_headers"] = f"The value of '{header}' must be on one line."
+        elif not _sendable(value):
+            errors["extra_headers"] = (
+                f"The value of '{header}' can use plain ASCII characters only."
+            )
     for key in ("connect_timeout", "read_timeout"):
         problem = _check_timeout(getattr(draft, key))
         if problem:
             errors[key] = problem
     errors.update(_check_settings(spec, draft.settings))
     return errors
+
+
+def _sendable(value: str) -> bool:
+    """Whether an HTTP header value can carry `value` (httpx encodes headers as ASCII)."""
+    return value.isascii() and value.replace("\t", " ").isprintable()
 
 
 def _has_stored_key(session: Session, provider_id: int) -> bool:
@@ -382,6 +434,9 @@ def _apply_model(card: ModelCard, draft: ModelDraft) -> None:
     card.context_length = draft.context_length
     card.default_params = clean_params(draft.default_params)
     card.enabled = draft.enabled
+    if draft.template_name:  # made from a template (an edit form leaves the link as it is)
+        card.template_id = draft.template_id
+        card.template_name = draft.template_name
     card.updated_at = utcnow()
 
 
@@ -541,10 +596,57 @@ def get_provider(ws: Workspace, provider_id: int) -> ProviderView:
         return _provider_view(ws.box, _get_provider(session, provider_id))
 
 
-def list_cards(
-    ws: Workspace, *, search: str = "", kind: str | None = None, tag: str | None = None
-) -> list[CardView]:
+# The last full list of cards per database, with the fingerprint of the rows it was made from.
+_snapshots: weakref.WeakKeyDictionary[Engine, tuple[SecretBox, int, list[CardView]]] = (
+    weakref.WeakKeyDictionary()
+)
+_snapshots_lock = threading.Lock()
+_FINGERPRINT = "plugboard.catalog_fingerprint"  # its key in a pooled connection's info
+
+
+def _catalog_fingerprint(session: Session) -> int:
+    """A hash of every column of every card and connection row, read raw (no ORM objects).
+
+    Any change to either table, by this process or another, gives another fingerprint; it costs
+    a fraction of building the views, so an unchanged catalog is listed from the last build.
+    On SQLite even that read is skipped while the connection shows that nothing at all was
+    written since its last fingerprint: `PRAGMA data_version` moves with every commit of any
+    other connection (of any process), `total_changes` with every change made through this one.
+    """
+    pooled = session.connection().connection
+    cursor = pooled.cursor()  # the driver's own: plain tuples
+    try:
+        writes = None
+        driver = pooled.driver_connection
+        if isinstance(driver, sqlite3.Connection):
+            cursor.execute("PRAGMA data_version")
+            writes = (tuple(cursor.fetchone() or ()), driver.total_changes)
+            seen = pooled.info.get(_FINGERPRINT)
+            if seen is not None and seen[0] == writes:
+                return int(seen[1])
+        rows = []
+        for table in (ModelCard.__table__.name, Provider.__table__.name):  # type: ignore[attr-defined]
+            cursor.execute(f"SELECT * FROM {table} ORDER BY id")
+            rows.append(tuple(cursor.fetchall()))
+    finally:
+        cursor.close()
+    try:
+        fingerprint = hash(tuple(rows))
+    except TypeError:  # a driver that gives JSON columns as dicts (psycopg)
+        fingerprint = hash(repr(rows))
+    if writes is not None:
+        pooled.info[_FINGERPRINT] = (writes, fingerprint)  # lives and dies with the connection
+    return fingerprint
+
+
+def _all_cards(ws: Workspace) -> list[CardView]:
+    """Every card, by name: rebuilt only when a card or connection row changed."""
     with ws.session() as session:
+        fingerprint = _catalog_fingerprint(session)
+        with _snapshots_lock:
+            cached = _snapshots.get(ws.engine)
+        if cached is not None and cached[0] is ws.box and cached[1] == fingerprint:
+            return cached[2]
         rows = session.exec(
             select(ModelCard, Provider)
             .join(Provider, col(ModelCard.provider_id) == col(Provider.id))
@@ -556,6 +658,16 @@ def list_cards(
             if provider.id not in providers:
                 providers[provider.id or 0] = _provider_view(ws.box, provider)
             cards.append(_card_view(card, providers[provider.id or 0]))
+    with _snapshots_lock:
+        _snapshots[ws.engine] = (ws.box, fingerprint, cards)
+    return cards
+
+
+def list_cards(
+    ws: Workspace, *, search: str = "", kind: str | None = None, tag: str | None = None
+) -> list[CardView]:
+    """The cards matching the filters, by name (a new list; its views are shared, read-only)."""
+    cards = _all_cards(ws)
     needle = search.strip().lower()
     return [
         c
@@ -660,6 +772,8 @@ def model_draft(view: CardView) -> ModelDraft:
         context_length=view.context_length,
         default_params=dict(view.default_params),
         enabled=view.enabled,
+        template_id=view.template_id,
+        template_name=view.template_name,
     )
 
 

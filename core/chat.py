@@ -3,6 +3,11 @@
 `stream_turn()` yields `TextDelta`s as they arrive and ends with one `TurnResult`. Whatever
 happens — success, an error, or the person pressing Stop (the generator is closed) — the
 prompt, any partial reply, the error and one UsageEvent are saved.
+
+A reply still streaming after CHECKPOINT_SECONDS is saved as it goes (status "streaming",
+its text brought up to date every CHECKPOINT_SECONDS), so a process killed mid-reply leaves
+what had arrived up to the last checkpoint; readers show such a leftover row as interrupted
+(`core.history.message_view`). Short replies are saved once, at their end.
 """
 
 from __future__ import annotations
@@ -10,12 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import catalog, history
+from core import catalog, history, templates
 from core.catalog import CardView
 from core.history import MessageView
 from core.inference.http import describe_error
@@ -31,15 +36,16 @@ from core.inference.types import (
     TextDelta,
     Usage,
 )
-from core.params import clean_params
+from core.params import ParamSpec, clean_params
 from core.secrets import scrub
+from core.tables import Conversation, UsageEvent, utcnow
 from core.tables import Message as MessageRow
-from core.tables import UsageEvent
 from core.workspace import Workspace
 
 log = logging.getLogger("plugboard.chat")
 MESSAGE_OVERHEAD = 4  # tokens a chat format spends per message on roles and separators
 REPLY_RESERVE = 256
+CHECKPOINT_SECONDS = 1.0  # how much of a streaming reply a crash may lose, at most
 
 
 @dataclass(frozen=True)
@@ -127,9 +133,12 @@ def usable_history(messages: Sequence[MessageView], lane: int = 0) -> list[Messa
     return out
 
 
-def effective_params(card: CardView, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The card's defaults, overridden per chat, limited to what the connection kind accepts."""
-    accepted = {p.name for p in card.spec.params}
+def effective_params(
+    card: CardView, overrides: dict[str, Any], specs: Iterable[ParamSpec] | None = None
+) -> dict[str, Any]:
+    """The card's defaults, overridden per chat, limited to what the card accepts (its kind's
+    parameters, or the narrower `specs` of the template it was made from)."""
+    accepted = {p.name for p in (card.spec.params if specs is None else specs)}
     merged = {**card.default_params, **clean_params(overrides)}
     return {k: v for k, v in merged.items() if k in accepted and v is not None}
 
@@ -159,12 +168,13 @@ def stream_turn(
             model_name=card.display_name,
         ),
     )
-    params = effective_params(card, request.params)
+    params = effective_params(card, request.params, templates.card_params(ws, card))
     recorder = _Recorder(ws, card, conversation_id, request.lane, params)
     recorder.turn = turn
     recorder.prompt_message_id = prompt_message.id
     try:
         problems = card.spec.check_params(params, context_length=card.context_length)
+        problems = problems or templates.check_card_request(ws, card, params)
         if problems:
             raise BadRequest("Check the settings: " + " ".join(problems.values()))
         target = catalog.target_for(ws, card.id)
@@ -239,16 +249,65 @@ class _Recorder:
         self.saved: MessageView | None = None
         self.status = "ok"
         self.error: InferenceError | None = None
+        self.row_id: int | None = None  # the reply's row, once a checkpoint has saved it
+        self.checkpointed = 0.0
 
     def start(self, messages: list[Message], count: TokenCounter, secrets: tuple[str, ...]) -> None:
         self.sent, self.count, self.secrets = messages, count, secrets
         self.started = time.perf_counter()
 
     def on_text(self, text: str) -> None:
+        now = time.perf_counter()
         if self.first_token is None:
-            self.first_token = time.perf_counter()
+            self.first_token = self.checkpointed = now
         self.parts.append(text)
         self.deltas += 1
+        if now - self.checkpointed >= CHECKPOINT_SECONDS:
+            self.checkpoint(now)
+
+    def checkpoint(self, now: float) -> None:
+        """Save the reply so far (status "streaming"): a crash then loses only the newest text.
+
+        Best effort: a failed checkpoint is logged and the stream goes on; the end saves all.
+        """
+        self.checkpointed = now
+        text = "".join(self.parts)
+        new_id: int | None = None
+        try:
+            with self.ws.session() as session:
+                row = session.get(MessageRow, self.row_id) if self.row_id else None
+                if row is None:  # the first checkpoint (or its row was deleted meanwhile)
+                    row = self._row(history.STREAMING, text)
+                    session.add(row)
+                    session.flush()
+                    new_id = row.id or 0
+                    history.streaming_started(new_id)  # before other sessions can see it
+                row.content = text
+                row.ttft_ms = ((self.first_token or now) - self.started) * 1000
+                row.latency_ms = (now - self.started) * 1000
+                row.completion_tokens = self.deltas
+                row.tokens_estimated = True
+                session.add(row)
+        except Exception:  # the reply goes on; its end is saved as usual
+            if new_id is not None:
+                history.streaming_ended(new_id)
+            log.warning("could not checkpoint a streaming reply", exc_info=True)
+            return
+        if new_id is not None:
+            self.row_id = new_id
+
+    def _row(self, status: str, text: str) -> MessageRow:
+        return MessageRow(
+            conversation_id=self.conversation_id,
+            lane=self.lane,
+            turn=self.turn,
+            role="assistant",
+            content=text,
+            model_id=self.card.id,
+            model_name=self.card.display_name,
+            status=status,
+            params=dict(self.params),
+        )
 
     def on_event(self, event: Usage | Finish | Details) -> None:
         if isinstance(event, Usage):
@@ -287,34 +346,48 @@ class _Recorder:
         ttft_ms = (self.first_token - self.started) * 1000 if self.first_token else None
         latency_ms = (ended - self.started) * 1000
         finish_reason = self.finish_reason or ("stopped" if status == "stopped" else None)
-        self.saved = history.add_message(
-            self.ws,
-            self.conversation_id,
-            MessageRow(
-                conversation_id=self.conversation_id,
-                lane=self.lane,
-                turn=self.turn,
-                role="assistant",
-                content=text,
-                model_id=self.card.id,
-                model_name=self.card.display_name,
-                status=status,
-                finish_reason=finish_reason,
-                error_kind=error.kind if error else None,
-                error_message=scrub(error.message, self.secrets) if error else None,
-                error_detail=scrub(error.detail, self.secrets) if error else None,
-                ttft_ms=ttft_ms,
-                latency_ms=latency_ms,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                tokens_estimated=estimated,
-                params=dict(self.params),
-                details=self.details,
-            ),
-        )
+        final = {
+            "content": text,
+            "status": status,
+            "finish_reason": finish_reason,
+            "error_kind": error.kind if error else None,
+            "error_message": scrub(error.message, self.secrets) if error else None,
+            "error_detail": scrub(error.detail, self.secrets) if error else None,
+            "ttft_ms": ttft_ms,
+            "latency_ms": latency_ms,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "tokens_estimated": estimated,
+            "details": self.details,
+        }
+        self.saved = self._save(final)
         self._record_usage(
             status, error, prompt_tokens, completion_tokens, estimated, ttft_ms, latency_ms
         )
+
+    def _save(self, final: dict[str, Any]) -> MessageView:
+        """The reply's final state: a new row, or the checkpointed one brought up to date."""
+        if self.row_id is not None:
+            try:
+                with self.ws.session() as session:
+                    row = session.get(MessageRow, self.row_id)
+                    if row is not None:
+                        for name, value in final.items():
+                            setattr(row, name, value)
+                        session.add(row)
+                        conversation = session.get(Conversation, self.conversation_id)
+                        if conversation is not None:
+                            conversation.updated_at = utcnow()
+                            session.add(conversation)
+                        session.flush()
+                        return history.message_view(row)
+            finally:
+                history.streaming_ended(self.row_id)
+        # No checkpoint yet (or its row was deleted meanwhile, as Retry does): a new row.
+        row = self._row(final["status"], final["content"])
+        for name, value in final.items():
+            setattr(row, name, value)
+        return history.add_message(self.ws, self.conversation_id, row)
 
     def _record_usage(
         self,

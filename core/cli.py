@@ -3,6 +3,7 @@
     python -m core models
     python -m core chat "Gemma 3 270M (local)" "Why is the sky blue?" --max-tokens 64
     python -m core test "Gemma 3 270M (local)"
+    PLUGBOARD_SECRET_KEY=<new> PLUGBOARD_OLD_SECRET_KEYS=<old> python -m core rotate-keys
 
 MODEL is a card's display name. Failures print the plain-words message and exit non-zero.
 """
@@ -18,6 +19,8 @@ from core import catalog
 from core.chat import TurnRequest, TurnResult, stream_turn
 from core.inference.registry import make_adapter
 from core.inference.types import TextDelta
+from core.rotation import rotate_stored_secrets
+from core.secrets import SecretKeyMismatch
 from core.settings import load_settings, new_secret_key
 from core.workspace import Workspace
 
@@ -38,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", help="test a model's connection")
     test.add_argument("model", help="the card's display name")
     sub.add_parser("keygen", help="print a new PLUGBOARD_SECRET_KEY")
+    sub.add_parser(
+        "rotate-keys",
+        help="re-encrypt stored API keys under PLUGBOARD_SECRET_KEY "
+        "(the old key given in PLUGBOARD_OLD_SECRET_KEYS)",
+    )
     return parser
 
 
@@ -114,6 +122,22 @@ def cmd_test(ws: Workspace, args: argparse.Namespace, out: TextIO, err: TextIO) 
     return 0 if report.ok else EXIT_FAILED
 
 
+def cmd_rotate_keys(ws: Workspace, out: TextIO, err: TextIO) -> int:
+    try:
+        count = rotate_stored_secrets(ws)
+    except SecretKeyMismatch as exc:
+        print(f"Error: {exc}", file=err)
+        return EXIT_FAILED
+    keys = "API key" if count == 1 else "API keys"
+    print(f"Re-encrypted {count} stored {keys} under PLUGBOARD_SECRET_KEY.", file=out)
+    if len(ws.settings.secret_keys) > 1:
+        print(
+            "PLUGBOARD_OLD_SECRET_KEYS is no longer needed: remove it and restart Plugboard.",
+            file=out,
+        )
+    return 0
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
@@ -132,6 +156,8 @@ def main(
             return cmd_models(ws, out)
         if args.command == "chat":
             return cmd_chat(ws, args, out, err)
+        if args.command == "rotate-keys":
+            return cmd_rotate_keys(ws, out, err)
         return cmd_test(ws, args, out, err)
     finally:
         ws.close()

@@ -66,7 +66,7 @@ def build(conversation: ConversationView, cast: votes.ConversationVotes) -> dict
             }
         )
     return {
-        "title": conversation.title,
+        "title": scrub(conversation.title),  # the first prompt, which may hold a pasted key
         "mode": conversation.mode,
         "created_at": conversation.created_at.isoformat(),
         "system_prompt": scrub(conversation.system_prompt),
@@ -115,9 +115,9 @@ def to_markdown(data: dict[str, Any]) -> str:
         lines += ["## Lanes", ""]
         for lane in data["lanes"]:
             settings = (
-                ", ".join(f"{k} = {v}" for k, v in lane.get("params", {}).items()) or "defaults"
+                ", ".join(f"{k} = {v}" for k, v in lane.get("parameters", {}).items()) or "defaults"
             )
-            lines.append(f"- **{lane['lane']}**: model #{lane['model_id']}, {settings}")
+            lines.append(f"- **{lane['lane']}**: {lane['model'] or 'no reply yet'}, {settings}")
             if lane.get("system_prompt"):
                 lines.append(f"  - system prompt: {lane['system_prompt']}")
         lines.append("")

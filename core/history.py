@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,34 @@ from core.tables import Conversation, Message, utcnow
 from core.workspace import Workspace
 
 TITLE_LENGTH = 60
+
+# A reply saved while it streams (core.chat checkpoints it) has this status until its end.
+STREAMING = "streaming"
+INTERRUPTED_MESSAGE = (
+    "Plugboard stopped while this reply was streaming (the app was restarted or crashed). "
+    "The text above is what had been saved; Retry to ask again."
+)
+# Ids of the replies this process is streaming right now. A "streaming" row that is not one
+# of them was left by a process that died mid-reply: readers see it as interrupted.
+_live_replies: set[int] = set()
+_live_lock = threading.Lock()
+
+
+def streaming_started(message_id: int) -> None:
+    with _live_lock:
+        _live_replies.add(message_id)
+
+
+def streaming_ended(message_id: int) -> None:
+    with _live_lock:
+        _live_replies.discard(message_id)
+
+
+def _interrupted(m: Message) -> bool:
+    if m.status != STREAMING:
+        return False
+    with _live_lock:
+        return m.id not in _live_replies
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,8 @@ class ConversationView:
 
 
 def message_view(m: Message) -> MessageView:
+    """A read-only copy; a reply left half-streamed by a dead process reads as interrupted."""
+    interrupted = _interrupted(m)
     return MessageView(
         id=m.id or 0,
         role=m.role,
@@ -70,10 +101,10 @@ def message_view(m: Message) -> MessageView:
         lane=m.lane,
         model_id=m.model_id,
         model_name=m.model_name,
-        status=m.status,
+        status="error" if interrupted else m.status,
         finish_reason=m.finish_reason,
-        error_kind=m.error_kind,
-        error_message=m.error_message,
+        error_kind="interrupted" if interrupted else m.error_kind,
+        error_message=INTERRUPTED_MESSAGE if interrupted else m.error_message,
         error_detail=m.error_detail,
         ttft_ms=m.ttft_ms,
         latency_ms=m.latency_ms,
@@ -148,17 +179,30 @@ def list_conversations(
         return [_view(c, n or 0) for c, n in session.exec(query).all()]
 
 
-def get_conversation(ws: Workspace, conversation_id: int) -> ConversationView | None:
+def get_conversation(
+    ws: Workspace, conversation_id: int, *, last: int | None = None
+) -> ConversationView | None:
+    """The conversation with its messages, oldest first; with `last`, only its newest `last`
+    messages (`message_count` still counts them all): a page that draws the end of a long
+    chat reads just that end."""
     with ws.session() as session:
         conversation = session.get(Conversation, conversation_id)
         if conversation is None:
             return None
-        rows = session.exec(
-            select(Message)
-            .where(Message.conversation_id == conversation_id)
-            .order_by(col(Message.id))
-        ).all()
-        return _view(conversation, messages=tuple(message_view(m) for m in rows))
+        query = select(Message).where(Message.conversation_id == conversation_id)
+        if last is None:
+            rows = session.exec(query.order_by(col(Message.id))).all()
+            return _view(conversation, messages=tuple(message_view(m) for m in rows))
+        newest = session.exec(query.order_by(col(Message.id).desc()).limit(last)).all()
+        count = len(newest)
+        if count == last:  # there may be more
+            count = session.exec(
+                select(func.count(col(Message.id))).where(
+                    Message.conversation_id == conversation_id
+                )
+            ).one()
+        messages = tuple(message_view(m) for m in reversed(newest))
+        return _view(conversation, count, messages)
 
 
 def update_conversation(

@@ -74,7 +74,11 @@ class ParamSpec:
             value >= self.maximum if self.exclusive_max else value > self.maximum
         )
         if too_low or too_high:
-            return f"{self.label} must be {self.range_text()} (got {value:g})."
+            try:
+                got = f"{value:g}"
+            except OverflowError:  # a whole number beyond any float
+                got = "a number far too large"
+            return f"{self.label} must be {self.range_text()} (got {got})."
         return None
 
 

@@ -79,12 +79,55 @@ def remember(secret: str | None) -> None:
             _known.add(secret)
 
 
+# A piece this long of a secret's start is masked too: error bodies and messages are cut to a
+# length before they are scrubbed, and a cut can fall in the middle of a key the server echoed.
+PARTIAL = 8  # the mask itself shows 7 characters (3 + 4)
+
+
 def scrub(text: str, extra: Iterable[str | None] = ()) -> str:
-    """Replace every known secret (and `extra` ones) in `text` with its masked form."""
+    """Replace every known secret (and `extra` ones) in `text` with its masked form, and any
+    cut-off start of one (PARTIAL characters or more) with its first three characters + '…'."""
     with _known_lock:
         candidates = set(_known)
     candidates.update(s for s in extra if s and len(s) >= 4)
     for secret in sorted(candidates, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, mask(secret))
-    return text
+    # Then the pieces, once every whole secret is masked (keys of one vendor share their start,
+    # "sk-proj-": masking that start first would hide the rest of a key from the pass above).
+    return _mask_cuts(text, candidates)
+
+
+def _mask_cuts(text: str, secrets: Iterable[str]) -> str:
+    """Mask every run of `text` that is the start of a secret (PARTIAL characters or more);
+    where several secrets start alike, the longest run that matches one of them."""
+    by_head: dict[str, list[str]] = {}
+    for secret in secrets:
+        if len(secret) > PARTIAL:
+            by_head.setdefault(secret[:PARTIAL], []).append(secret)
+    spans: list[tuple[int, int]] = []
+    for head, group in by_head.items():
+        found = text.find(head)
+        while found != -1:
+            spans.append((found, max(_matched(text, found, secret) for secret in group)))
+            found = text.find(head, found + 1)
+    if not spans:
+        return text
+    out: list[str] = []
+    done = 0
+    for begin, end in sorted(spans):
+        if end <= done:
+            continue  # inside a run masked already
+        begin = max(begin, done)
+        head = text[begin : begin + 3]
+        out += [text[done:begin], (head if head.isascii() else "") + "…"]
+        done = end
+    return "".join(out) + text[done:]
+
+
+def _matched(text: str, at: int, secret: str) -> int:
+    """Where the run of `text` from `at` that equals the start of `secret` ends."""
+    end = at
+    while end < len(text) and end - at < len(secret) and text[end] == secret[end - at]:
+        end += 1
+    return end

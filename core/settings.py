@@ -7,6 +7,7 @@ result down, so tests can point a whole app at a temporary folder with two env v
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -65,6 +66,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not math.isfinite(value):  # "nan" and "inf" parse, and then no request can be sent
+        raise ValueError(f"{name} must be a finite number of seconds, got {raw!r}")
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {raw!r}")
     return value
@@ -139,7 +142,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=normalise_database_url(url),
         secret_keys=(_secret_key(home, env), *old_keys),
         timeouts=timeouts,
-        max_retries=int(retries_raw) if retries_raw.isdigit() else 2,
+        max_retries=int(retries_raw) if retries_raw.isascii() and retries_raw.isdigit() else 2,
         max_retry_wait=_float(env, "PLUGBOARD_MAX_RETRY_WAIT", 30.0),
         admin_password=password,
         shared=bool(password) or env.get("PLUGBOARD_SHARED", "").strip().lower() in TRUE,

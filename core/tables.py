@@ -9,7 +9,7 @@ No `from __future__ import annotations` here: SQLModel reads the annotations at 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text
+from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 SQLModel.metadata.naming_convention = {
@@ -64,6 +64,24 @@ class Provider(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class ModelTemplate(SQLModel, table=True):
+    """A person's model template: fixed connection settings plus the schemas of what a model
+    made from it asks for at creation (creation_schema) and accepts per request
+    (request_schema). JSON Schema draft 2020-12; see core/templates.py. Never holds a secret.
+    """
+
+    __tablename__ = "model_template"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    description: str = _text()
+    kind: str = Field(max_length=40)
+    fixed: dict[str, Any] = _json({})  # base URL or pattern, auth, headers, kind settings…
+    creation_schema: dict[str, Any] = _json({})
+    request_schema: dict[str, Any] = _json({})
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class ModelCard(SQLModel, table=True):
     """What a person picks in the Sandbox: a remote model behind a provider, with defaults."""
 
@@ -80,6 +98,12 @@ class ModelCard(SQLModel, table=True):
     last_test_ok: bool | None = None
     last_test_at: datetime | None = None
     last_test_summary: str = Field(default="", max_length=2000)
+    # The template the card was made from: a person's (template_id) or a built-in (name only).
+    # The name stays when that template is deleted.
+    template_id: int | None = Field(
+        default=None, foreign_key="model_template.id", ondelete="SET NULL", index=True
+    )
+    template_name: str = Field(default="", max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -129,11 +153,15 @@ class UsageEvent(SQLModel, table=True):
     """One row per request sent to a model, successful or not."""
 
     __tablename__ = "usage_event"
+    # The Usage page reads a time window for some models or providers (core/usage.py); the
+    # (model_id, created_at) index also serves lookups by model_id alone (migration 0004).
+    __table_args__ = (
+        Index("ix_usage_event_model_id_created_at", "model_id", "created_at"),
+        Index("ix_usage_event_provider_id_created_at", "provider_id", "created_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, index=True)
-    model_id: int | None = Field(
-        default=None, foreign_key="model_card.id", ondelete="SET NULL", index=True
-    )
+    model_id: int | None = Field(default=None, foreign_key="model_card.id", ondelete="SET NULL")
     model_name: str = Field(default="", max_length=200)
     provider_id: int | None = Field(default=None, foreign_key="provider.id", ondelete="SET NULL")
     provider_name: str = Field(default="", max_length=200)

@@ -27,6 +27,8 @@ from ui.sandbox_state import open_in_sandbox
 VIEW, TRY, EDIT, DELETE = "View details", "Try in Sandbox", "Edit", "Delete"
 MENU = (VIEW, TRY, EDIT, DELETE)
 OPEN_DIALOG = "models.dialog"  # (action, card_id) of the dialog to show
+PAGE = "models.page"  # (the card list it belongs to, page number) of the grid
+PAGE_SIZE = 12  # cards drawn at once: four rows of three
 
 STATUS_DOTS = {True: ":green[●]", False: ":red[●]", None: ":gray[○]"}
 STATUS_WORDS = {True: "Connection OK", False: "Connection failing", None: "Not tested yet"}
@@ -53,18 +55,61 @@ def _close_dialog() -> None:
 
 
 def card_grid(cards: list[CardView]) -> None:
+    """The cards, PAGE_SIZE at a time: every drawn card costs every rerun of the page, so a
+    big catalog is paged (search and filters narrow it first)."""
+    signature = (len(cards), cards[0].id if cards else 0)  # which list the page belongs to
+    saved_signature, page = st.session_state.get(PAGE, (signature, 0))
+    pages = max(1, -(-len(cards) // PAGE_SIZE))
+    page = min(page, pages - 1) if saved_signature == signature else 0  # new filters: page 1
+    st.session_state[PAGE] = (signature, page)
     grid = st.grid(3, border=True, min_column_width=260)
-    for card in cards:
+    for card in cards[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
         with grid.cell():
             _card(card)
+    if pages > 1:
+        _pager(signature, page, pages, len(cards))
+
+
+def _turn_page(signature: tuple[int, int], page: int) -> None:
+    st.session_state[PAGE] = (signature, page)
+
+
+def _pager(signature: tuple[int, int], page: int, pages: int, total: int) -> None:
+    first = page * PAGE_SIZE + 1
+    with st.container(horizontal=True, vertical_alignment="center", horizontal_alignment="center"):
+        st.button(
+            "Previous",
+            key="models.previous",
+            icon=":material/chevron_left:",
+            type="tertiary",
+            disabled=page == 0,
+            on_click=_turn_page,
+            args=(signature, page - 1),
+        )
+        st.caption(
+            f"Page {page + 1} of {pages} · cards {first}–{min(total, first + PAGE_SIZE - 1)} "
+            f"of {total}",
+            width="content",
+        )
+        st.button(
+            "Next",
+            key="models.next",
+            icon=":material/chevron_right:",
+            icon_position="right",
+            type="tertiary",
+            disabled=page == pages - 1,
+            on_click=_turn_page,
+            args=(signature, page + 1),
+        )
 
 
 def _card(card: CardView) -> None:
-    head, menu = st.columns([5, 1], vertical_alignment="top")
-    head.markdown(f"{STATUS_DOTS[card.last_test_ok]} **{card.display_name}**")
-    choice = menu.menu_button(
-        "⋮", MENU, key=f"card_menu_{card.id}", type="tertiary", help="Actions for this model"
-    )
+    # A one-row flex container, not two columns: the same look for one layout block, not three.
+    with st.container(horizontal=True, wrap=False, vertical_alignment="top"):
+        st.markdown(f"{STATUS_DOTS[card.last_test_ok]} **{card.display_name}**", width="stretch")
+        choice = st.menu_button(
+            "⋮", MENU, key=f"card_menu_{card.id}", type="tertiary", help="Actions for this model"
+        )
     st.caption(f"{card.kind_label} · `{card.remote_model or '—'}` · {card.provider.name}")
     if card.tags:
         st.markdown(" ".join(f":blue-badge[{t.replace(']', '')}]" for t in card.tags))
@@ -152,6 +197,9 @@ def details_dialog(ws: Workspace, card_id: int) -> None:
                         if card.last_test_at
                         else ""
                     ),
+                    f"- Made from the template “{card.template_name}”"
+                    if card.template_name
+                    else "",
                 ]
             )
         )

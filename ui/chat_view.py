@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 
 import streamlit as st
 
-from core import history
+from core import history, templates
 from core.catalog import CardView
 from core.chat import TurnRequest, TurnResult, stream_turn
 from core.inference.types import TextDelta
@@ -19,6 +19,28 @@ from ui.transcript import show_transcript
 
 RETRY = "sandbox.retry"  # (prompt, ids to replace) set by the Retry button
 DROPPED = "sandbox.dropped"  # how many old messages the last turn left out
+WINDOW = 40  # messages of a chat drawn at first (its newest); "Show earlier" adds as many
+
+
+def _shown_key(conversation_id: int) -> str:
+    return f"sandbox.shown.{conversation_id}"
+
+
+def _show_earlier(conversation_id: int, shown: int) -> None:
+    st.session_state[_shown_key(conversation_id)] = shown + WINDOW
+
+
+def window_start(messages: Sequence[history.MessageView], shown: int) -> int:
+    """Where the drawn part of a long chat starts: about the newest `shown` messages, from a
+    prompt, so no reply is drawn without its question.
+
+    Each drawn message costs every rerun of the page (any click, every streamed turn's end),
+    so a long chat draws its newest WINDOW messages and offers the earlier ones on request.
+    """
+    start = max(0, len(messages) - shown)
+    while start > 0 and messages[start].role != "user":
+        start -= 1
+    return start
 
 
 def _retry(prompt: str, message_ids: list[int]) -> None:
@@ -29,7 +51,7 @@ def _retry_failed(user: history.MessageView, failed: history.MessageView) -> Non
     _retry(user.content, [user.id, failed.id])
 
 
-def settings_panel(cards: list[CardView]) -> tuple[CardView, str, dict[str, object]]:
+def settings_panel(ws: Workspace, cards: list[CardView]) -> tuple[CardView, str, dict[str, object]]:
     by_id = {c.id: c for c in cards}
     model_id = st.selectbox(
         "Model",
@@ -52,8 +74,13 @@ def settings_panel(cards: list[CardView]) -> tuple[CardView, str, dict[str, obje
         placeholder="Additional instructions, e.g. “Answer in one short paragraph.”",
         height=120,
     )
+    if card.template_name:
+        st.caption(f"Made from the template *{card.template_name}*.")
     params = param_panel(
-        card.spec.params, card.default_params, f"sandbox.params.{card.id}", persist=True
+        templates.card_params(ws, card),
+        card.default_params,
+        f"sandbox.params.{card.id}",
+        persist=True,
     )
     return card, system_prompt, {k: v for k, v in params.items() if v is not None}
 
@@ -64,7 +91,7 @@ def chat_view(ws: Workspace, cards: list[CardView]) -> None:
         st.session_state[state.MODEL] = cards[0].id
     chat_col, settings_col = st.columns([3, 1], gap="large")
     with settings_col:
-        card, system_prompt, params = settings_panel(cards)
+        card, system_prompt, params = settings_panel(ws, cards)
 
     retry_prompt: str | None = None
     if pending := st.session_state.pop(RETRY, None):  # Retry: replace the failed attempt
@@ -72,7 +99,11 @@ def chat_view(ws: Workspace, cards: list[CardView]) -> None:
         history.delete_messages(ws, replaced)
 
     conversation_id = st.session_state.get(state.CONVERSATION)
-    conversation = history.get_conversation(ws, conversation_id) if conversation_id else None
+    shown = st.session_state.get(_shown_key(conversation_id)) or WINDOW
+    # The newest messages only (one more, so the first drawn reply can have its prompt).
+    conversation = (
+        history.get_conversation(ws, conversation_id, last=shown + 1) if conversation_id else None
+    )
     if conversation_id and (conversation is None or conversation.mode != "chat"):
         st.session_state[state.CONVERSATION] = conversation_id = None  # deleted meanwhile
         conversation = None
@@ -85,8 +116,19 @@ def chat_view(ws: Workspace, cards: list[CardView]) -> None:
             title, exports = st.columns([3, 2], vertical_alignment="center")
             title.subheader(conversation.title)
             with exports:
-                export_buttons(ws, conversation.id, csv=False)
-            show_transcript(conversation.messages, retry=_retry_failed)
+                export_buttons(ws, conversation.id, csv=False, title=conversation.title)
+            messages = conversation.messages
+            start = window_start(messages, shown)
+            if earlier := conversation.message_count - (len(messages) - start):
+                st.button(
+                    f"Show earlier messages ({earlier} more)",
+                    key=f"sandbox.earlier.{conversation.id}",
+                    icon=":material/expand_less:",
+                    type="tertiary",
+                    on_click=_show_earlier,
+                    args=(conversation.id, len(messages) - start),
+                )
+            show_transcript(messages[start:], retry=_retry_failed)
             if dropped := st.session_state.pop(DROPPED, 0):
                 st.caption(
                     f":material/content_cut: {dropped} older message(s) were left out of the "

@@ -284,7 +284,7 @@ def compare_view(ws: Workspace, cards: list[CardView]) -> None:
         title, exports = st.columns([3, 2], vertical_alignment="center")
         title.subheader(run.title)
         with exports:
-            export_buttons(ws, run.id, csv=True)
+            export_buttons(ws, run.id, csv=True, title=run.title)
         show_run(ws, run)
 
     prompt = st.chat_input("Send to every lane…", submit_mode="stop", key="compare.input")

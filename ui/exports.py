@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -15,9 +17,12 @@ def _file_stem(title: str) -> str:
     return (stem or "conversation")[:50]
 
 
-def export_buttons(ws: Workspace, conversation_id: int, *, csv: bool) -> None:
-    data = export.conversation_data(ws, conversation_id)
-    stem = _file_stem(data["title"])
+def export_buttons(ws: Workspace, conversation_id: int, *, csv: bool, title: str) -> None:
+    """The download buttons. A file is made when its button is pressed (Streamlit calls
+    `data` then, off the script run), not on every rerun of the page: a long chat's export
+    would otherwise be rebuilt, twice or three times over, whenever anything on the page moves.
+    """
+    stem = _file_stem(title)
     formats = [
         ("Markdown", export.to_markdown, "md", "text/markdown", ":material/download:"),
         ("JSON", export.to_json, "json", "application/json", ":material/download:"),
@@ -29,10 +34,19 @@ def export_buttons(ws: Workspace, conversation_id: int, *, csv: bool) -> None:
     ):
         column.download_button(
             label,
-            render(data),
+            _deferred(ws, conversation_id, render),
             file_name=f"{stem}.{extension}",
             mime=mime,
             icon=icon,
             on_click="ignore",
             key=f"export_{extension}_{conversation_id}",
         )
+
+
+def _deferred(
+    ws: Workspace, conversation_id: int, render: Callable[[dict[str, Any]], str]
+) -> Callable[[], str]:
+    def make() -> str:
+        return render(export.conversation_data(ws, conversation_id))
+
+    return make

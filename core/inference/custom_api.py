@@ -37,6 +37,7 @@ from core.inference.http import (
     HttpEndpoint,
     RetryPolicy,
     parse_json,
+    server_message,
     shared_client,
     transport_error,
 )
@@ -53,6 +54,7 @@ from core.inference.types import (
     InferenceError,
     Message,
     Reply,
+    ServerError,
     StreamEvent,
     StreamInterrupted,
     TextDelta,
@@ -542,15 +544,20 @@ def _check_replies(value: Any, response_type: str, *, expression: bool) -> list[
     return value
 
 
-def _count_problem(got: int, conversations: int, n: int) -> str:
+def _count_problem(got: int, conversations: int, n: int, *, expression: bool = False) -> str:
     expected = conversations * n
     plural = "s" if conversations != 1 else ""
     per = f" × N={n}" if n > 1 else ""
-    message = (
+    said = (
         f"The endpoint gave {got} repl{'ies' if got != 1 else 'y'} for {conversations} "
-        f"conversation{plural}{per}; expected {expected}. Replies are matched to "
-        "conversations in order, so the counts must agree"
+        f"conversation{plural}{per}; expected {expected}"
     )
+    if got == 0 and expression:
+        return (
+            f"{said}: the response expression found nothing in the reply. Check the field "
+            "names it reads against the reply (shown in Details)."
+        )
+    message = f"{said}. Replies are matched to conversations in order, so the counts must agree"
     if n > 1:
         message += " (N replies per conversation, grouped by conversation)"
     if conversations > 1:
@@ -606,6 +613,7 @@ class CustomAPIAdapter:
             timeouts=target.timeouts,
             retry=self.retry,
             secrets=target.secrets,
+            egress=target.egress,
         )
         self.http.base_url = self.url  # the full URL, kept exactly (a trailing / may matter)
 
@@ -699,13 +707,37 @@ class CustomAPIAdapter:
         n = replies_wanted(params)
         body = self.transform_request(self.standard_body(conversations, params))
         data = parse_json(self._post(body), self.url, self.http.secrets)
-        replies = self.transform_response(data)
-        if len(replies) != len(conversations) * n:
-            raise BadResponse(
-                _count_problem(len(replies), len(conversations), n),
-                detail=self._scrub(json.dumps(replies)[:DETAIL_LIMIT]),
-            )
+        try:
+            replies = self.transform_response(data)
+            if len(replies) != len(conversations) * n:
+                raise BadResponse(
+                    _count_problem(
+                        len(replies),
+                        len(conversations),
+                        n,
+                        expression=bool(self.settings.response_expression.strip()),
+                    )
+                )
+        except BadResponse as exc:
+            raise self._unreadable(exc, data) from None
         return replies
+
+    def _unreadable(self, exc: BadResponse, data: Any) -> InferenceError:
+        """A 200 reply that gave no replies: the error the endpoint put in it, if it did
+        (`{"error": …}`), else `exc`; either way with the reply in the Details."""
+        reply = self._scrub(f"reply from {self.url}:\n{json.dumps(data)[:DETAIL_LIMIT]}")
+        if isinstance(data, dict) and data.get("error"):
+            said = self._scrub(server_message(json.dumps(data)))
+            if said and said[-1] not in ".!?":
+                said += "."
+            return ServerError(
+                f"The endpoint answered with an error instead of a reply: {said} "
+                "Try again; if it keeps failing, the endpoint's own logs may say why.",
+                detail=reply,
+            )
+        if not exc.detail:
+            exc.detail = reply
+        return exc
 
     def _check_settings(self) -> None:
         problem = settings_problem(self.target.settings)
@@ -851,7 +883,9 @@ class CustomAPIAdapter:
             return report.failed(shape_layer, exc.message)
         report.info["transformed"] = self._scrub_data(replies)
         if len(replies) != 1:
-            return report.failed(shape_layer, _count_problem(len(replies), 1, 1))
+            return report.failed(
+                shape_layer, _count_problem(len(replies), 1, 1, expression=expression["response"])
+            )
         shown = json.dumps(replies[0])
         shown = shown if len(shown) <= 62 else shown[:60] + "…"
         kind = "verdict" if self.settings.response_type == "boolean" else "reply"

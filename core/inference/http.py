@@ -8,17 +8,17 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
 
 from core.egress import EgressPolicy
 from core.inference.target import Target
@@ -71,6 +71,9 @@ class RetryPolicy:
     max_wait: float = 30.0  # longest Retry-After we honour by waiting
     base_delay: float = 0.5
     max_delay: float = 8.0
+    # False: retry only failed connections, and let the caller read 408/429/5xx itself
+    # (Xinference's 503 means "still loading", which has its own wait and progress).
+    retry_statuses: bool = True
 
     def backoff(self, attempt: int) -> float:
         delay: float = min(self.max_delay, self.base_delay * 2**attempt)
@@ -161,14 +164,16 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, OverflowError):  # a year past what datetime holds
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when - time.time())
 
 
 def server_message(body: str) -> str:
@@ -178,12 +183,15 @@ def server_message(body: str) -> str:
         return ""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         if text.lstrip().lower().startswith(("<!doctype", "<html")):
             title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
-            return f"an HTML page{': ' + title.group(1).strip() if title else ''}"
+            return f"an HTML page{': ' + title.group(1).strip()[:300] if title else ''}"
         return text[:300]
-    return _message_from_json(data)[:500]
+    try:
+        return _message_from_json(data)[:500]
+    except RecursionError:  # parsed just under the limit, too deep to walk from here
+        return ""
 
 
 def _message_from_json(data: Any) -> str:
@@ -208,12 +216,23 @@ def _message_from_json(data: Any) -> str:
 def _error_code(body: str) -> str:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         return str(err.get("code") or err.get("type") or "")
     return ""
+
+
+_OPENAI_ROUTES = ("/chat/completions", "/completions", "/models", "/embeddings")
+
+
+def _not_found_advice(url: str) -> str:
+    """The /v1 question only helps on OpenAI-style routes (TGI's and custom URLs never take it)."""
+    path = httpx.URL(url).path.rstrip("/") if url else ""
+    if path.endswith(_OPENAI_ROUTES):
+        return "Check the endpoint URL (does it need /v1?) and the model name."
+    return "Check the endpoint URL and the model name."
 
 
 def status_error(
@@ -245,9 +264,7 @@ def status_error(
         )
     if status == 404:
         return NotFound(
-            f"Nothing was found at {url} (404){said_part} "
-            "Check the endpoint URL (does it need /v1?) and the model name.",
-            **kw,
+            f"Nothing was found at {url} (404){said_part} {_not_found_advice(url)}", **kw
         )
     if status in (400, 409, 413, 415, 422):
         return BadRequest(f"The endpoint rejected the request ({status}){said_part}", **kw)
@@ -410,7 +427,11 @@ class HttpEndpoint:
                 retry_after=retry_after,
                 secrets=self.secrets,
             )
-            if _should_retry(err, text, response.headers) and attempt < policy.max_retries:
+            if (
+                policy.retry_statuses
+                and _should_retry(err, text, response.headers)
+                and attempt < policy.max_retries
+            ):
                 delay = retry_after if retry_after is not None else policy.backoff(attempt)
                 if delay <= policy.max_wait:
                     log.info(
@@ -467,7 +488,7 @@ def parse_json(raw: bytes, url: str, secrets: tuple[str, ...] = ()) -> Any:
         )
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         excerpt = scrub(raw[:DETAIL_LIMIT].decode("utf-8", errors="replace"), secrets)
         what = server_message(excerpt) if excerpt.lstrip().startswith("<") else "text"
         raise BadResponse(
@@ -477,13 +498,174 @@ def parse_json(raw: bytes, url: str, secrets: tuple[str, ...] = ()) -> Any:
         ) from None
 
 
+# The decoder's C scanner (typeshed does not declare the attribute).
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def loads(text: str) -> Any:
+    """`json.loads` for hot paths such as a stream's chunks, the same results and errors.
+
+    It calls the C scanner directly, skipping `json.loads`'s Python layers; any text that
+    does not scan in one go (surrounding whitespace, trailing text, an error) goes to
+    `json.loads` itself.
+    """
+    try:
+        value, end = _scan_json(text, 0)
+    except (StopIteration, ValueError):
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
+
+
+DRAIN_SECONDS = 0.2  # the longest wait for the end of a finished stream's body
+DRAIN_BYTES = 65536  # and the most read from it
+
+
+def close_stream(response: httpx.Response, *, finished: bool) -> None:
+    """Close a streamed response, keeping its connection for the next request if it can.
+
+    An HTTP/1.1 connection goes back to the pool only once its response has been read to the
+    end; a stream left at its last event (`[DONE]`) is closed with its connection, and the next
+    request pays a new TCP (and TLS) handshake before its first token. So after a `finished`
+    reply, what is left of the body (usually only the end of its chunked encoding) is read and
+    dropped first, waiting at most DRAIN_SECONDS for it; a server that keeps talking after its
+    last event costs its connection, as before.
+    """
+    stream = response.stream
+    if finished and not response.is_closed and isinstance(stream, httpx.SyncByteStream):
+        extensions = response.request.extensions
+        # The transport reads the read timeout when a body read starts: the drain gets its own.
+        extensions["timeout"] = {**extensions.get("timeout", {}), "read": DRAIN_SECONDS}
+        left = DRAIN_BYTES
+        try:
+            for chunk in stream:  # the transport's bytes, nothing decoded
+                left -= len(chunk)
+                if left < 0:
+                    break
+        except (httpx.HTTPError, httpx.StreamError):
+            pass  # the reply is complete: a failed drain only costs the connection
+    response.close()
+
+
 def is_event_stream(response: httpx.Response) -> bool:
     return "text/event-stream" in response.headers.get("content-type", "")
 
 
+@dataclass(slots=True)
+class ServerSentEvent:
+    """One dispatched event: its type ("message" unless an `event:` line named another), its
+    data (the `data:` lines joined by newlines), the last event id seen, and `retry:` if given.
+    """
+
+    data: str
+    event: str = "message"
+    id: str = ""
+    retry: int | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class SSEDecoder:
+    """An incremental `text/event-stream` parser (WHATWG HTML, "Parsing an event stream").
+
+    `feed()` takes decoded text in pieces cut anywhere (inside a line or a CRLF pair) and
+    returns the events completed by it; `end()` returns what the end of the stream completes.
+    Lines end with CRLF, LF or CR; a leading BOM is dropped; `:` lines are comments; a field's
+    value loses one leading space (`data:x` and `data: x` are the same); several `data:` lines
+    make one event's data joined by newlines; a blank line dispatches the event if it has data
+    (an event with no `data:` line is not dispatched, as the spec says); `event:` names the
+    dispatched event's type, `id:` (without NUL) sets the id it and later events carry, `retry:`
+    with only digits is passed along; other fields are ignored.
+
+    One departure from the spec, on purpose: an event still pending when the stream ends
+    cleanly (its last line, or the blank line after it, never sent) is dispatched by `end()`
+    rather than discarded, so a server that omits the final blank line loses no reply text.
+
+    This replaces httpx-sse's line-at-a-time decoder on the streaming hot path: lines are split
+    a network read at a time, and `data:` lines, by far the most common, take one comparison.
+    """
+
+    __slots__ = ("_data", "_event", "_id", "_retry", "_skip_lf", "_started", "_tail")
+
+    def __init__(self) -> None:
+        self._tail = ""  # an incomplete last line
+        self._skip_lf = False  # the previous piece ended in CR: a LF starting this one goes
+        self._started = False  # a BOM is dropped only at the very start
+        self._data: list[str] = []
+        self._event = ""
+        self._id = ""
+        self._retry: int | None = None
+
+    def feed(self, text: str) -> list[ServerSentEvent]:
+        if not self._started and text:
+            self._started = True
+            if text[0] == "\ufeff":
+                text = text[1:]
+        if self._skip_lf and text:
+            self._skip_lf = False
+            if text[0] == "\n":
+                text = text[1:]
+        if not text:
+            return []
+        if "\r" in text:
+            self._skip_lf = text[-1] == "\r"
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        if self._tail:
+            lines[0] = self._tail + lines[0]
+        self._tail = lines.pop()
+        return self._lines(lines) if lines else []
+
+    def end(self) -> list[ServerSentEvent]:
+        """The event a stream ending without its final blank line left pending, if any."""
+        lines = [self._tail, ""] if self._tail else [""]
+        self._tail = ""
+        return self._lines(lines)
+
+    def _lines(self, lines: list[str]) -> list[ServerSentEvent]:
+        events: list[ServerSentEvent] = []
+        data = self._data
+        for line in lines:
+            if not line:  # a blank line: dispatch
+                if data:
+                    events.append(
+                        ServerSentEvent(
+                            data[0] if len(data) == 1 else "\n".join(data),
+                            self._event or "message",
+                            self._id,
+                            self._retry,
+                        )
+                    )
+                    data = self._data = []
+                    self._retry = None
+                self._event = ""
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith(" ", 5) else line[5:])
+            elif line[0] != ":":  # not a comment
+                self._field(line)
+        return events
+
+    def _field(self, line: str) -> None:
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":  # "data" alone: an empty data line
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\0" not in value:
+                self._id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
+
+
 def iter_sse(response: httpx.Response) -> Iterator[ServerSentEvent]:
-    """Server-sent events of a 2xx response (`data:` with or without a space; comments skipped)."""
-    return EventSource(response).iter_sse()
+    """Server-sent events of a 2xx response, decoded by `SSEDecoder` as the text arrives."""
+    decoder = SSEDecoder()
+    for text in response.iter_text():
+        yield from decoder.feed(text)
+    yield from decoder.end()
 
 
 def stream_error(payload: Any, *, url: str, secrets: tuple[str, ...] = ()) -> InferenceError:

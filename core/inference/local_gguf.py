@@ -8,6 +8,7 @@ model, so it gets the plain dialogue template with a one-shot example.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Generator
@@ -137,7 +138,13 @@ class LocalGGUFAdapter:
         return prompts.render(self.template, messages, include_bos=False)  # llama.cpp adds BOS
 
     def count_tokens(self, text: str) -> int:
-        return len(self._model().llm.tokenize(text.encode(), add_bos=False, special=True))
+        try:
+            model = self._model()
+        except ConfigurationError:
+            # Fitting the history must not fail the turn before it is recorded: estimate,
+            # and let stream_chat report the missing or broken file (saved, with its usage).
+            return math.ceil(len(text) / 4)
+        return len(model.llm.tokenize(text.encode(), add_bos=False, special=True))
 
     def _options(self, params: GenerationParams, room: int) -> dict[str, Any]:
         options: dict[str, Any] = {

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -18,8 +19,11 @@ from core.inference.http import (
     NO_RETRY,
     HttpEndpoint,
     RetryPolicy,
+    ServerSentEvent,
+    close_stream,
     is_event_stream,
     iter_sse,
+    loads,
     parse_json,
     stream_error,
     transport_error,
@@ -38,6 +42,8 @@ from core.inference.types import (
     StreamInterrupted,
     TextDelta,
     Usage,
+    finish_reason,
+    token_count,
 )
 from core.params import COMMON_PARAMS, FREQUENCY_PENALTY, PRESENCE_PENALTY
 from core.secrets import scrub
@@ -65,14 +71,12 @@ _quirks_lock = threading.Lock()
 
 
 def normalise_base_url(url: str) -> str:
-    url = url.strip().rstrip("/")
-    for suffix in _SUFFIXES:
-        if url.endswith(suffix):
-            url = url[: -len(suffix)]
-            break
-    if httpx.URL(url).path in ("", "/"):
-        url += "/v1"
-    return url
+    """Idempotent; only the path is looked at (a host named "models" stays), query kept."""
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/")
+    while path.endswith(_SUFFIXES):  # "…/v1/chat/completions", "…/v1//models/"
+        path = path[: -len(next(s for s in _SUFFIXES if path.endswith(s)))].rstrip("/")
+    return urlunsplit(parts._replace(path=path or "/v1"))
 
 
 def _has_quirk(base: str, quirk: str) -> bool:
@@ -102,7 +106,7 @@ def _compat_fix(body: dict[str, Any], err: BadRequest, base: str) -> dict[str, A
 def _usage(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
-    return Usage(data.get("prompt_tokens"), data.get("completion_tokens"))
+    return Usage(token_count(data.get("prompt_tokens")), token_count(data.get("completion_tokens")))
 
 
 class OpenAICompatAdapter:
@@ -154,24 +158,32 @@ class OpenAICompatAdapter:
         self, messages: list[Message], params: GenerationParams
     ) -> Generator[StreamEvent, None, None]:
         response = self._send(self.body(messages, params, stream=True))
+        finished = False
+        events = None
         try:
             if is_event_stream(response):
-                yield from self._read_stream(response)
+                # Held here, not only by the loop that reads it: a reader generator dropped at
+                # [DONE] would close the connection before close_stream() could keep it.
+                events = iter_sse(response)
+                yield from self._read_stream(response, events)
+                finished = True
             else:  # a server that ignores "stream": true answers with one JSON body
                 yield from self._reply_events(self._parse_reply(self._read_json(response)))
         except httpx.TransportError as exc:
             raise transport_error(exc, str(response.request.url), self.http.timeouts) from None
         finally:
-            response.close()
+            close_stream(response, finished=finished)  # a finished reply keeps its connection
 
     def _read_json(self, response: httpx.Response) -> Any:
         return parse_json(response.read(), str(response.request.url), self.http.secrets)
 
-    def _read_stream(self, response: httpx.Response) -> Generator[StreamEvent, None, None]:
+    def _read_stream(
+        self, response: httpx.Response, events: Iterator[ServerSentEvent]
+    ) -> Generator[StreamEvent, None, None]:
         url = str(response.request.url)
         secrets = self.http.secrets
         finished = done = shaped = False
-        for event in iter_sse(response):
+        for event in events:
             data = event.data
             if not data:
                 continue
@@ -179,8 +191,8 @@ class OpenAICompatAdapter:
                 done = True
                 break
             try:
-                chunk = json.loads(data)
-            except ValueError:
+                chunk = loads(data)
+            except (ValueError, RecursionError):  # RecursionError: nested too deep to read
                 raise BadResponse(
                     "The stream carried something that is not JSON.",
                     detail=scrub(f"from {url}:\n{data[:500]}", secrets),
@@ -192,19 +204,24 @@ class OpenAICompatAdapter:
                 )
             if chunk.get("error") or event.event == "error":
                 raise stream_error(chunk, url=url, secrets=secrets)
-            shaped = shaped or isinstance(chunk.get("choices"), list)
-            for choice in chunk.get("choices") or ():
-                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                    continue
-                delta = choice.get("delta") or {}
-                text = delta.get("content") if isinstance(delta, dict) else None
-                if text:
-                    yield TextDelta(text)
-                if choice.get("finish_reason"):
-                    finished = True
-                    yield Finish(choice["finish_reason"])
-            usage = _usage(chunk.get("usage"))
-            if usage:
+            choices = chunk.get("choices")
+            if isinstance(choices, list):  # anything else carries no choice we can read
+                shaped = True
+                for choice in choices:
+                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta")
+                    if isinstance(delta, dict) and (text := delta.get("content")):
+                        if not isinstance(text, str):
+                            raise BadResponse(
+                                "A stream chunk's message content is not text.",
+                                detail=scrub(f"from {url}:\n{data[:500]}", secrets),
+                            )
+                        yield TextDelta(text)
+                    if reason := finish_reason(choice.get("finish_reason")):
+                        finished = True
+                        yield Finish(reason)
+            if usage := _usage(chunk.get("usage")):
                 yield usage
         if not shaped:
             raise BadResponse(
@@ -223,6 +240,8 @@ class OpenAICompatAdapter:
         response = self._send(self.body(messages, params, stream=False))
         try:
             data = self._read_json(response)
+        except httpx.TransportError as exc:  # dropped or timed out while reading the body
+            raise transport_error(exc, str(response.request.url), self.http.timeouts) from None
         finally:
             response.close()
         return self._parse_reply(data)
@@ -242,7 +261,7 @@ class OpenAICompatAdapter:
                 "The reply's message content is not text.",
                 detail=scrub(str(text)[:500], self.http.secrets),
             )
-        return Reply(text, choice.get("finish_reason"), _usage(data.get("usage")))
+        return Reply(text, finish_reason(choice.get("finish_reason")), _usage(data.get("usage")))
 
     @staticmethod
     def _reply_events(reply: Reply) -> Generator[StreamEvent, None, None]:

@@ -172,6 +172,8 @@ def check_template(source: str) -> str | None:
     except TemplateError as exc:
         line = getattr(exc, "lineno", None)
         return f"Template syntax error{f' on line {line}' if line else ''}: {exc}"
+    except RecursionError:  # Jinja's parser recurses once per nested bracket or block
+        return "The template nests brackets or blocks too deeply to be read."
     try:
         prompt = render(ChatTemplate("custom", "custom", source), EXAMPLE_CONVERSATION)
     except ConfigurationError as exc:
@@ -184,10 +186,18 @@ def check_template(source: str) -> str | None:
 def resolve(settings: dict[str, Any], default: str = "plain") -> ChatTemplate:
     """The template a card's settings choose: a built-in name, or custom Jinja source."""
     name = settings.get("chat_template") or default
+    if not isinstance(name, str):
+        raise ConfigurationError(f"The chat template setting is not a template name: {name!r}.")
     if name == "custom":
         source = settings.get("custom_template") or ""
-        stops = tuple(s for s in settings.get("template_stop", []) if s)
-        return ChatTemplate("custom", "Custom template", source, stops)
+        stops = settings.get("template_stop") or []
+        if not isinstance(source, str) or not (
+            isinstance(stops, list | tuple) and all(isinstance(s, str) for s in stops)
+        ):
+            raise ConfigurationError(
+                "The custom chat template must be text and its stop sequences a list of texts."
+            )
+        return ChatTemplate("custom", "Custom template", source, tuple(s for s in stops if s))
     try:
         return BUILTIN_TEMPLATES[name]
     except KeyError:

@@ -40,6 +40,8 @@ from core.inference.types import (
     StreamInterrupted,
     TextDelta,
     Usage,
+    finish_reason,
+    token_count,
 )
 from core.params import ParamSpec
 from core.secrets import scrub
@@ -220,7 +222,8 @@ def _error_from_event(
         )
     if kind == "incomplete_generation_stream":
         return StreamInterrupted(f"TGI ended the reply early: {message}.", detail=detail)
-    return ServerError(f"TGI failed while generating: {message}", detail=detail)
+    end = "" if message.endswith((".", "!", "?")) else "."
+    return ServerError(f"TGI failed while generating: {message}{end} Try again.", detail=detail)
 
 
 class TGIAdapter:
@@ -283,7 +286,7 @@ class TGIAdapter:
                 continue
             try:
                 data = json.loads(event.data)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep to read
                 raise BadResponse(
                     "The stream carried something that is not JSON.",
                     detail=scrub(event.data[:500], self.http.secrets),
@@ -309,12 +312,16 @@ class TGIAdapter:
             if data.get("generated_text") is not None:
                 if rest := shown.flush():
                     yield TextDelta(rest)
-                final = data.get("details") or {}
+                final = data["details"] if isinstance(data.get("details"), dict) else {}
                 if parameters.get("details"):
                     yield Details({**final, "tokens": tokens})
-                yield Usage(final.get("input_length"), final.get("generated_tokens") or len(tokens))
+                yield Usage(
+                    token_count(final.get("input_length")),
+                    token_count(final.get("generated_tokens")) or len(tokens),
+                )
                 if final.get("finish_reason"):  # only sent with details on
-                    yield Finish(_FINISH.get(final["finish_reason"], final["finish_reason"]))
+                    reason = finish_reason(final["finish_reason"]) or "unknown"
+                    yield Finish(_FINISH.get(reason, reason))
                 return
         raise StreamInterrupted(
             "The reply stopped before TGI sent its last event. What arrived is kept.",
@@ -341,17 +348,15 @@ class TGIAdapter:
                 detail=scrub(json.dumps(data)[:2000], self.http.secrets),
             )
         details = item.get("details") if isinstance(item.get("details"), dict) else None
-        prompt_tokens = response.headers.get("x-prompt-tokens")
-        generated = (details or {}).get("generated_tokens") or response.headers.get(
-            "x-generated-tokens"
+        prompt_tokens = token_count(response.headers.get("x-prompt-tokens"))
+        generated = token_count((details or {}).get("generated_tokens")) or token_count(
+            response.headers.get("x-generated-tokens")
         )
-        reason = (details or {}).get("finish_reason")
+        reason = finish_reason((details or {}).get("finish_reason"))
         return Reply(
             item["generated_text"],
             _FINISH.get(reason, reason) if reason else None,
-            Usage(
-                int(prompt_tokens) if prompt_tokens else None, int(generated) if generated else None
-            ),
+            Usage(prompt_tokens, generated),
             details,
         )
 

@@ -77,6 +77,24 @@ class Finish:
     reason: str
 
 
+def token_count(value: Any) -> int | None:
+    """A token count a server sent (a JSON number or a header), or None if it is not one."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def finish_reason(value: Any) -> str | None:
+    """A server's finish reason as text (None when it sent none)."""
+    if not value:
+        return None
+    if isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int | float) else "unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class Details:
     """Extra per-reply data some servers return (token log-probabilities, seed, alternatives)."""

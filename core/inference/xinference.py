@@ -44,7 +44,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, urlparse, urlsplit, urlunsplit
 
 import httpx
 from jinja2 import TemplateError
@@ -82,6 +82,8 @@ from core.inference.types import (
     StreamInterrupted,
     TextDelta,
     Usage,
+    finish_reason,
+    token_count,
 )
 from core.params import (
     COMMON_PARAMS,
@@ -383,6 +385,8 @@ def parse_spec(pasted: str | Mapping[str, Any]) -> CustomLLM:
     if isinstance(pasted, str):
         try:
             data = json.loads(pasted)
+        except RecursionError:
+            raise SpecInvalid({"json": "This JSON is nested too deeply to read."}) from None
         except ValueError as exc:
             raise SpecInvalid({"json": f"This is not valid JSON: {exc}."}) from None
     if (
@@ -441,7 +445,9 @@ def parse_spec(pasted: str | Mapping[str, Any]) -> CustomLLM:
         specs=specs,
         chat_template=str(template or ""),
         stop=_texts(stop),
-        stop_token_ids=[int(i) for i in stop_ids or [] if isinstance(i, int)],
+        stop_token_ids=[i for i in stop_ids if isinstance(i, int)]
+        if isinstance(stop_ids, list)
+        else [],
         extra={k: v for k, v in data.items() if k not in _FAMILY_KEYS},
     )
 
@@ -498,7 +504,10 @@ def _check_uri(uri: str) -> str | None:
     """Xinference's is_valid_model_uri, as far as it can be checked away from the server."""
     if re.match(r"^[A-Za-z]:[\\/]", uri):  # a Windows path: scheme of one letter = file
         return None
-    parsed = urlparse(uri)
+    try:
+        parsed = urlparse(uri)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        return f"This is not a valid model URI ({exc}): {uri}"
     if parsed.scheme in ("", "file"):
         path = parsed.netloc + parsed.path if parsed.scheme == "file" else uri
         if not path.startswith("/"):
@@ -587,6 +596,8 @@ def _check_template(model: CustomLLM, known: KnownFamilies | None) -> str | None
         except TemplateError as exc:
             line = getattr(exc, "lineno", None)
             return f"Template syntax error{f' on line {line}' if line else ''}: {exc}."
+        except RecursionError:  # Jinja's parser recurses once per nested bracket or block
+            return "The template nests brackets or blocks too deeply to be read."
         return None
     if any(ch.isspace() for ch in template):
         return "This is neither a Jinja template ({{ … }}) nor a built-in family name."
@@ -684,14 +695,14 @@ class RunningModel:
             uid=uid,
             name=str(data.get("model_name") or uid),
             model_type=str(data.get("model_type") or "LLM"),
-            abilities=tuple(str(a) for a in data.get("model_ability") or ()),
+            abilities=tuple(_texts(data.get("model_ability"))),  # a bare 5 or "chat" too
             model_format=str(data.get("model_format") or ""),
             size_in_billions=size if isinstance(size, int | str) else None,
             quantization=str(data.get("quantization") or ""),
             context_length=ctx if isinstance(ctx, int) else None,
             family=str(data.get("model_family") or ""),
             description=str(data.get("model_description") or ""),
-            languages=tuple(str(x) for x in data.get("model_lang") or ()),
+            languages=tuple(_texts(data.get("model_lang"))),
             replica=replica if isinstance(replica, int) else None,
             raw=dict(data),
         )
@@ -755,12 +766,13 @@ _SUFFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1")
 
 
 def normalise_root(url: str) -> str:
-    """The server root: a pasted …/v1 or …/v1/chat/completions is trimmed."""
-    url = url.strip().rstrip("/")
-    for suffix in _SUFFIXES:
-        if url.endswith(suffix):
-            return url[: -len(suffix)]
-    return url
+    """The server root: a pasted …/v1 or …/v1/chat/completions is trimmed (from the path
+    only, so a host named v1 stays; idempotent)."""
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/")
+    while path.endswith(_SUFFIXES):
+        path = path[: -len(next(s for s in _SUFFIXES if path.endswith(s)))].rstrip("/")
+    return urlunsplit(parts._replace(path=path))
 
 
 def server_said(err: InferenceError) -> str:
@@ -924,9 +936,14 @@ class XinferenceServer:
         return [m.uid for m in self.running_models(retry=NO_RETRY)]
 
     def describe(self, uid: str) -> RunningModel:
-        """GET /v1/models/{uid}. Raises ModelLoading (503) or ModelNotRunning."""
+        """GET /v1/models/{uid}. Raises ModelLoading (503) or ModelNotRunning.
+
+        A refused or timed-out connection is retried like any request; a 503 is not, since
+        it means the model is loading and the caller waits for that with its own progress."""
         try:
-            with self.http.stream("GET", f"v1/models/{quote(uid, safe='')}", retry=NO_RETRY) as r:
+            path = f"v1/models/{quote(uid, safe='')}"
+            connect_only = replace(self.http.retry, retry_statuses=False)
+            with self.http.stream("GET", path, retry=connect_only) as r:
                 raw = r.read()
         except ServerError as err:
             if err.status == 503:
@@ -1234,12 +1251,8 @@ Mode = Literal["chat", "generate"]
 def _usage(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
-    prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
-    # Some engines report -1 for what they did not count.
-    return Usage(
-        prompt if isinstance(prompt, int) and prompt >= 0 else None,
-        completion if isinstance(completion, int) and completion >= 0 else None,
-    )
+    # Some engines report -1 for what they did not count: token_count makes that None.
+    return Usage(token_count(data.get("prompt_tokens")), token_count(data.get("completion_tokens")))
 
 
 class XinferenceAdapter:
@@ -1400,7 +1413,7 @@ class XinferenceAdapter:
                 break
             try:
                 chunk = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep to read
                 raise BadResponse(
                     "The stream carried something that is not JSON.",
                     detail=scrub(f"from {url}:\n{data[:500]}", secrets),
@@ -1458,7 +1471,7 @@ class XinferenceAdapter:
         if not isinstance(text, str):
             raise BadResponse("The completion's text is not text.")
         kept = shown.apply(text)
-        reason = "stop" if shown.stopped else choice.get("finish_reason")
+        reason = "stop" if shown.stopped else finish_reason(choice.get("finish_reason"))
         return Reply(kept, reason, _usage(data.get("usage")))
 
     # --- connection test ----------------------------------------------------------------------

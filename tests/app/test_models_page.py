@@ -131,3 +131,28 @@ def test_try_in_sandbox_opens_the_sandbox_with_that_model(app, card):
     assert app.at.session_state["sandbox.model"] == card.id
     assert app.selectbox("Model").value == card.id
     assert "Chatting with **Echo**. Type below to start." in app.everything()
+
+
+def test_a_big_catalog_is_paged_and_new_filters_start_at_page_one(app, ws, card):
+    for n in range(1, 14):  # with Echo and the bundled model: 15 cards
+        catalog.create_model(
+            ws, card.provider.id, ModelDraft(display_name=f"Echo {n:02d}", remote_model="m")
+        )
+
+    def names() -> list[str]:
+        return [t for t in app.texts("markdown") if "**Echo" in t or "**Gemma" in t]
+
+    app.run()
+    assert len(names()) == 12 and "Page 1 of 2 · cards 1–12 of 15" in app.texts("caption")
+    assert app.button("Previous").disabled
+    app.click("Next")
+    assert len(names()) == 3 and "Page 2 of 2 · cards 13–15 of 15" in app.texts("caption")
+    assert app.button("Next").disabled
+    app.go("sandbox").go("models")  # the page is kept while the list is the same
+    assert "Page 2 of 2 · cards 13–15 of 15" in app.texts("caption")
+
+    app.type("Search", "echo 1").run()  # Echo 10–13
+    assert len(names()) == 4
+    assert not [b for b in app.at.button if b.label in ("Previous", "Next")]
+    app.type("Search", "").run()
+    assert "Page 1 of 2 · cards 1–12 of 15" in app.texts("caption")

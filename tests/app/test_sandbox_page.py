@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from core import catalog, history
+from core import catalog, history, templates
 from core.catalog import ModelDraft, ProviderDraft
+from core.tables import Message as MessageRow
 from core.tables import UsageEvent
 from tests.app.conftest import App
 
@@ -154,3 +155,60 @@ def test_no_model_at_all_points_to_manage_providers(app, ws):
         catalog.delete_provider(ws, c.provider.id)
     app.go("sandbox")
     assert any("no model to chat with yet" in i for i in app.texts("info"))
+
+
+def test_a_long_chat_draws_its_newest_messages_and_shows_earlier_ones_on_request(app, ws, echo):
+    chat = history.create_conversation(ws, title="long chat")
+    for n in range(50):  # 100 messages
+        for role, text in (("user", f"question {n}"), ("assistant", f"answer {n}")):
+            history.add_message(
+                ws,
+                chat.id,
+                MessageRow(
+                    role=role, content=text, turn=n, model_id=echo.id, model_name=echo.display_name
+                ),
+            )
+    app.at.session_state["sandbox.conversation_id"] = chat.id
+    sandbox_with(app, echo)
+
+    def drawn() -> list[str]:
+        return [m.markdown[0].value for m in app.at.chat_message]
+
+    assert len(drawn()) == 40 and drawn()[0] == "question 30" and drawn()[-1] == "answer 49"
+    app.click("Show earlier messages (60 more)")
+    assert len(drawn()) == 80 and drawn()[0] == "question 10"
+    app.click("Show earlier messages (20 more)")
+    assert len(drawn()) == 100 and drawn()[0] == "question 0"
+    assert not [b for b in app.at.button if b.label.startswith("Show earlier")]
+
+    app.chat("one more")  # a new turn keeps what was opened and adds to it
+    assert drawn()[-2:] == ["one more", "Echo: one more"] and drawn()[0] == "question 0"
+
+
+def test_a_card_made_from_a_template_offers_its_request_parameters(app, ws, openai_server):
+    mine = templates.create_template(
+        ws,
+        templates.TemplateDefinition(
+            name="Narrow gateway",
+            kind="openai_compat",
+            fixed={"base_url": openai_server.url, "auth_type": "none", "display_name": "{model}"},
+            creation_schema={
+                "type": "object",
+                "required": ["model"],
+                "properties": {"model": {"type": "string"}},
+            },
+            request_schema={
+                "type": "object",
+                "properties": {"temperature": {"type": "number", "maximum": 1, "default": 0.4}},
+            },
+        ),
+    )
+    card = templates.create_model_from_template(ws, mine.id, {"model": "test-model"})
+    sandbox_with(app, card)
+    assert "Made from the template *Narrow gateway*." in app.texts("caption")
+    slider = app.at.slider(key=f"sandbox.params.{card.id}.temperature")
+    assert (slider.value, slider.max) == (0.4, 1.0)
+    keys = [w.key for w in [*app.at.slider, *app.at.number_input, *app.at.text_input]]
+    assert not [k for k in keys if k and k.startswith(f"sandbox.params.{card.id}.top_p")]
+    app.chat("within bounds")
+    assert openai_server.requests[-1].json()["temperature"] == 0.4

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
@@ -49,7 +51,6 @@ def test_three_lanes_side_by_side(app_page: Page, e2e_server, app_ws, shoot):
     choose(page, "Lane C", "Lane down")
     shoot("1-lanes")
 
-    started = time.monotonic()
     page.get_by_test_id("stChatInput").locator("textarea").fill("compare in the browser")
     page.keyboard.press("Enter")
     # Both good lanes show partial text at the same moment: they stream in parallel.
@@ -63,9 +64,7 @@ def test_three_lanes_side_by_side(app_page: Page, e2e_server, app_ws, shoot):
     assert both_partial
     expect(page.get_by_text("Which reply is better?")).to_be_visible(timeout=30_000)
     wait_idle(page)
-    elapsed = time.monotonic() - started
-    shoot("2-compared")
-    assert elapsed < 12  # about one lane's time (~2 s), not the sum (recorded precisely in bench/)
+    shoot("2-compared")  # the time it takes is measured in bench/compare_lanes.py, not here
 
     run = history.list_conversations(app_ws)[0]
     assert run.mode == "compare"
@@ -81,3 +80,11 @@ def test_three_lanes_side_by_side(app_page: Page, e2e_server, app_ws, shoot):
     wait_idle(page)
     assert votes.votes_for(app_ws, run.id).preferences == {0: "B"}
     shoot("3-voted")
+
+    # The export is made when its button is pressed, so it already holds the vote.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="JSON", exact=True).click()
+    assert download.value.suggested_filename == "compare-in-the-browser.json"
+    data = json.loads(Path(download.value.path()).read_text())
+    (turn,) = data["turns"]
+    assert turn["prompt"] == "compare in the browser" and turn["preferred"] == "B"

@@ -9,6 +9,7 @@ from core.catalog import ModelDraft, ProviderDraft, ValidationFailed
 from core.chat import TurnRequest, collect, stream_turn
 from core.egress import EgressPolicy
 from core.inference.openai_compat import OpenAICompatAdapter
+from core.inference.registry import kinds, make_adapter
 from core.inference.target import Target
 from core.inference.types import Blocked, GenerationParams, Message
 
@@ -59,3 +60,21 @@ def test_the_adapter_refuses_before_connecting(openai_server):
     with pytest.raises(Blocked):
         list(OpenAICompatAdapter(target).stream_chat([Message("user", "hi")], GenerationParams()))
     assert openai_server.requests == []
+
+
+REMOTE_KINDS = [kind for kind, spec in kinds().items() if kind != "local_gguf"]
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_every_remote_kind_checks_the_rules_before_connecting(kind):
+    """Port 9 on loopback refuses connections: a Blocked error (not "refused") proves the
+    rule was applied before anything left — for every adapter, not just OpenAI's."""
+    target = Target(
+        kind=kind,
+        base_url="http://127.0.0.1:9/v1",
+        model="m",
+        egress=EgressPolicy.build(deny=["127.0.0.0/8"]),
+    )
+    with pytest.raises(Blocked) as err:
+        list(make_adapter(target).stream_chat([Message("user", "hi")], GenerationParams()))
+    assert "127.0.0.0/8" in err.value.message

@@ -33,10 +33,17 @@ Faults (`server.fault(name, times=1, **options)`), taken per request on any rout
   wrong_count                      the normal reply with its last item missing
   slow(seconds=1)                  wait before answering (then answer normally)
   cut                              close the connection without any response
+  cut_body                         the normal reply's head and half its body, then the
+                                   connection drops
+  stall(seconds=2)                 the normal reply's head and half its body, a pause, the rest
+  error_body                       200 whose JSON is an error ({"error": {"message": …}})
+  empty                            the normal reply with every text empty
+  large(size=5_000_000)            the normal reply with every text about `size` bytes long
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -118,7 +125,29 @@ class CustomAPITestServer(TestHTTPServer):
             return
         if fault and fault.name == "wrong_count" and isinstance(reply, list):
             reply = reply[:-1]
+        if fault and fault.name in ("empty", "large"):
+            size = fault.options.get("size", 5_000_000) if fault.name == "large" else 0
+            reply = _with_text(reply, "x" * size)
+        if fault and fault.name in ("cut_body", "stall"):
+            self._send_in_two(h, json.dumps(reply).encode(), fault)
+            return
         h.send_json(200, reply)
+
+    @staticmethod
+    def _send_in_two(h: Handler, body: bytes, fault: Fault) -> None:
+        """The head and half the body; then the connection drops, or the rest after a pause."""
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        half = len(body) // 2
+        h.wfile.write(body[:half])
+        h.wfile.flush()
+        if fault.name == "cut_body":
+            h.cut()
+            return
+        time.sleep(fault.options.get("seconds", 2.0))
+        h.wfile.write(body[half:])
 
     def _fault(self, h: Handler, request: Recorded, fault: Fault) -> bool:
         """Serve the fault; False when the request should go on to its route."""
@@ -146,6 +175,16 @@ class CustomAPITestServer(TestHTTPServer):
             h.send_bytes(200, b"OK, request received.", "text/plain")
         elif fault.name == "wrong_shape":
             h.send_json(200, {"result": {"text": "Hello from somewhere else"}})
+        elif fault.name == "error_body":
+            h.send_json(
+                200,
+                {
+                    "error": {
+                        "message": o.get("message", "The model crashed while generating."),
+                        "type": "server_error",
+                    }
+                },
+            )
         elif fault.name == "slow":
             time.sleep(o.get("seconds", 1.0))
             return False
@@ -345,6 +384,16 @@ class CustomAPITestServer(TestHTTPServer):
             )
             return None
         return self._echo_batch(h, body)
+
+
+def _with_text(reply: Any, text: str) -> Any:
+    """A reply of the same shape (a list of texts, or a chat completion) with every text set."""
+    if isinstance(reply, list):
+        return [text if isinstance(item, str) else item for item in reply]
+    if isinstance(reply, dict):
+        for choice in reply.get("choices", []):
+            choice["message"]["content"] = text
+    return reply
 
 
 _RESETTABLE = {

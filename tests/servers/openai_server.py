@@ -16,7 +16,8 @@ Faults (queued with `server.fault(name, times=1, **options)`):
   stall(after=2, seconds)           stop sending mid-stream
   empty                             an empty reply ("" content)
   ignore_stream                     answer a streaming request with one JSON body
-  large(size)                       a reply of about `size` bytes
+  large(size, word="lorem ")        a reply of about `size` bytes, `word` repeated (one
+                                    chunk per word: a long word keeps a 5 MB stream quick)
 Persistent quirks (attributes): `reject_stream_options`, `reject_max_tokens`, `no_usage`,
 `no_space` (`data:` without a space), `keepalive` (": ping" comments between events).
 """
@@ -183,7 +184,7 @@ class OpenAITestServer(TestHTTPServer):
             return []
         if fault and fault.name == "large":
             size = fault.options.get("size", 5_000_000)
-            word = "lorem "
+            word = fault.options.get("word", "lorem ")
             return [word] * (size // len(word))
         text = self.reply
         if text is None:

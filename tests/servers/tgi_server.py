@@ -9,9 +9,13 @@ stream on /generate_stream. SSE is written like axum: `data:` with no space, no 
 The reply is deterministic: `server.reply` (default a fixed sentence) split into word tokens,
 each with a log-probability; one token in five is "unlikely" (logprob -3.5).
 
-Faults (`server.fault(name, **options)`): status(status, error, error_type) — any error
-JSON; error_event(after=2) — a generation error mid-stream; cut(after=2) — the connection
-drops; overloaded — 429 `Model is overloaded`.
+Faults (`server.fault(name, **options)`): status(status, error, error_type, headers?) — any
+error JSON; error_event(after=2) — a generation error mid-stream; cut(after=2) — the connection
+drops; overloaded — 429 `Model is overloaded`; html — 502 with an nginx HTML page (a proxy in
+front of a dead server); slow_headers(seconds=2) — wait before answering; stall(after=2,
+seconds=2) — stop sending mid-stream for a while; truncated(after=2) — the stream ends cleanly
+without its last (generated_text) event; not_json — a stream event that is not JSON;
+wrong_shape — a stream event of another shape (no token).
 Quirks: `keepalive` (a `:` comment between events), `api_key` (401 with an empty body).
 """
 
@@ -23,6 +27,9 @@ import time
 from typing import Any
 
 from tests.servers.base import Fault, Handler, Recorded, TestHTTPServer
+
+HTML_PAGE = b"""<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>
+<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"""
 
 DEFAULT_REPLY = (
     "Deep learning is a kind of machine learning that uses neural networks with many layers."
@@ -97,11 +104,17 @@ class TGITestServer(TestHTTPServer):
                     "error": o.get("error", "Request failed during generation: boom"),
                     "error_type": o.get("error_type", "generation"),
                 },
+                o.get("headers"),
             )
             return
         if fault and fault.name == "overloaded":
             h.send_json(429, {"error": "Model is overloaded", "error_type": "overloaded"})
             return
+        if fault and fault.name == "html":
+            h.send_bytes(502, HTML_PAGE, "text/html")
+            return
+        if fault and fault.name == "slow_headers":
+            time.sleep(fault.options.get("seconds", 2))
         if path in ("/generate", "/generate_stream"):
             problem = self._parse(body)
             if isinstance(problem, str):
@@ -336,6 +349,11 @@ class TGITestServer(TestHTTPServer):
         p = body.get("parameters") or {}
         tokens, finish = self._tokens(p)
         h.start_chunked()
+        if fault and fault.name in ("not_json", "wrong_shape"):
+            data = b"not json" if fault.name == "not_json" else b'{"generated": "Hello"}'
+            h.write_chunk(b"data:" + data + b"\n\n")
+            h.end_chunked()
+            return
         after = fault.options.get("after", 2) if fault else -1
         generated = ""
         for i, token in enumerate(tokens):
@@ -351,6 +369,11 @@ class TGITestServer(TestHTTPServer):
                 if fault.name == "cut":
                     h.cut()
                     return
+                if fault.name == "truncated":
+                    h.end_chunked()
+                    return
+                if fault.name == "stall":
+                    time.sleep(fault.options.get("seconds", 2))
             if not token["special"]:
                 generated += token["text"]
             last = i == len(tokens) - 1

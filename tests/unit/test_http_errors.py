@@ -420,3 +420,12 @@ def test_url_without_port_names_only_the_host() -> None:
         TIMEOUTS,
     )
     assert "Nothing is listening at api.example.test (connection refused)" in err.message
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/generate_stream", "http://127.0.0.1:9/api/score", ""]
+)
+def test_404_off_openai_routes_does_not_ask_about_v1(url: str) -> None:
+    err = status_error(404, "Not Found", url=url)
+    assert "does it need /v1?" not in err.message
+    assert "Check the endpoint URL and the model name." in err.message

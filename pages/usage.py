@@ -1,0 +1,27 @@
+"""Usage: requests, errors, tokens, latency and compare win rates over a time window."""
+
+import streamlit as st
+
+from core import usage
+from ui.deps import page_start
+from ui.usage_view import controls, empty_state, show_report
+
+ws = page_start()
+
+st.title("Usage")
+if not usage.has_usage(ws):
+    empty_state()
+    st.stop()
+
+query = controls(ws)
+if query is not None:
+    show_report(
+        usage.usage_report(
+            ws,
+            start=query.start,
+            end=query.end,
+            buckets=query.buckets,
+            group_by=query.group_by,
+            model_ids=query.model_ids,
+        )
+    )
