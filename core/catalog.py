@@ -789,7 +789,11 @@ def stored_secret(ws: Workspace, provider_id: int) -> str | None:
 
 
 def target_for(ws: Workspace, model_id: int) -> Target:
-    card = get_card(ws, model_id)
+    return target_for_card(ws, get_card(ws, model_id))
+
+
+def target_for_card(ws: Workspace, card: CardView) -> Target:
+    """The adapter's target for a card just read (its key decrypted now)."""
     secret = stored_secret(ws, card.provider.id) if card.provider.has_key else None
     return _target(ws, provider_draft(card.provider), model_draft(card), secret)
 

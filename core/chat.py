@@ -152,9 +152,13 @@ def stream_turn(
     ws: Workspace, request: TurnRequest, *, adapter: Adapter | None = None
 ) -> Generator[TextDelta | TurnResult, None, None]:
     card = catalog.get_card(ws, request.model_id)
-    conversation_id = _ensure_conversation(ws, request)
-    past = history.get_conversation(ws, conversation_id)
-    turn = history.next_turn(ws, conversation_id) if request.turn is None else request.turn
+    conversation_id, created = _ensure_conversation(ws, request)
+    # A new chat has no history to read (each read is a transaction before the first token).
+    past = None if created else history.get_conversation(ws, conversation_id)
+    if request.turn is not None:
+        turn = request.turn
+    else:
+        turn = 0 if created else history.next_turn(ws, conversation_id)
     prompt_message = history.add_message(
         ws,
         conversation_id,
@@ -168,16 +172,19 @@ def stream_turn(
             model_name=card.display_name,
         ),
     )
-    params = effective_params(card, request.params, templates.card_params(ws, card))
+    template = templates.template_of(ws, card)  # its request schema narrows the parameters
+    specs = templates.request_params(template) if template else None
+    params = effective_params(card, request.params, specs)
     recorder = _Recorder(ws, card, conversation_id, request.lane, params)
     recorder.turn = turn
     recorder.prompt_message_id = prompt_message.id
     try:
         problems = card.spec.check_params(params, context_length=card.context_length)
-        problems = problems or templates.check_card_request(ws, card, params)
+        if template and not problems:
+            problems = templates.check_request(template, params)
         if problems:
             raise BadRequest("Check the settings: " + " ".join(problems.values()))
-        target = catalog.target_for(ws, card.id)
+        target = catalog.target_for_card(ws, card)
         adapter = adapter or make_adapter(target, ws.client)
         count = _counter(adapter)
         generation = GenerationParams.from_dict(params)
@@ -208,21 +215,20 @@ def stream_turn(
     yield recorder.result()
 
 
-def _ensure_conversation(ws: Workspace, request: TurnRequest) -> int:
-    if request.conversation_id is not None and history.get_conversation(
-        ws, request.conversation_id
+def _ensure_conversation(ws: Workspace, request: TurnRequest) -> tuple[int, bool]:
+    """The turn's conversation (updated with its settings) and whether it was just created
+    (also when the one asked for was deleted meanwhile)."""
+    if request.conversation_id is not None and history.update_conversation(
+        ws,
+        request.conversation_id,
+        system_prompt=request.system_prompt,
+        params=request.params,
     ):
-        history.update_conversation(
-            ws,
-            request.conversation_id,
-            system_prompt=request.system_prompt,
-            params=request.params,
-        )
-        return request.conversation_id
+        return request.conversation_id, False
     created = history.create_conversation(
         ws, title=request.prompt, system_prompt=request.system_prompt, params=request.params
     )
-    return created.id
+    return created.id, True
 
 
 class _Recorder:

@@ -212,11 +212,12 @@ def update_conversation(
     title: str | None = None,
     system_prompt: str | None = None,
     params: dict[str, Any] | None = None,
-) -> None:
+) -> bool:
+    """Change what is given and touch the updated time; False if the conversation is gone."""
     with ws.session() as session:
         conversation = session.get(Conversation, conversation_id)
         if conversation is None:
-            return
+            return False
         if title is not None:
             conversation.title = title_from(title) or conversation.title
         if system_prompt is not None:
@@ -225,6 +226,7 @@ def update_conversation(
             conversation.params = dict(params)
         conversation.updated_at = utcnow()
         session.add(conversation)
+    return True
 
 
 def delete_conversation(ws: Workspace, conversation_id: int) -> None:

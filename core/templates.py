@@ -770,12 +770,6 @@ def card_params(ws: Workspace, card: CardView) -> tuple[ParamSpec, ...]:
     return request_params(template) if template else card.spec.params
 
 
-def check_card_request(ws: Workspace, card: CardView, values: Mapping[str, Any]) -> dict[str, str]:
-    """A turn's parameters against the card's template request schema ({} when fine)."""
-    template = template_of(ws, card)
-    return check_request(template, values) if template else {}
-
-
 def _range(prop: Mapping[str, Any]) -> tuple[float | None, float | None, bool, bool]:
     """(low, high, low is exclusive, high is exclusive); the tighter of the two forms wins."""
 

@@ -205,6 +205,19 @@ def has_usage(ws: Workspace) -> bool:
         return session.exec(select(UsageEvent.id).limit(1)).first() is not None
 
 
+def data_version(ws: Workspace) -> tuple[Any, ...]:
+    """Changes whenever a report could: a usage event or vote added or deleted, a card or
+    connection added, renamed or deleted (cheap: counts and maxima over primary keys)."""
+    with ws.session() as session:
+        return tuple(
+            tuple(session.execute(sa_select(func.count(), func.max(table.id))).one())
+            for table in (UsageEvent, Vote)
+        ) + tuple(
+            tuple(session.execute(sa_select(func.count(), func.max(table.updated_at))).one())
+            for table in (ModelCard, Provider)
+        )
+
+
 def bucket_starts(start: datetime, end: datetime, buckets: int) -> list[datetime]:
     """The start of each of `buckets` equal spans of [start, end)."""
     span = (end - start) / buckets

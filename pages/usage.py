@@ -4,7 +4,7 @@ import streamlit as st
 
 from core import usage
 from ui.deps import page_start
-from ui.usage_view import controls, empty_state, show_report
+from ui.usage_view import controls, empty_state, report, show_report
 
 ws = page_start()
 
@@ -15,13 +15,4 @@ if not usage.has_usage(ws):
 
 query = controls(ws)
 if query is not None:
-    show_report(
-        usage.usage_report(
-            ws,
-            start=query.start,
-            end=query.end,
-            buckets=query.buckets,
-            group_by=query.group_by,
-            model_ids=query.model_ids,
-        )
-    )
+    show_report(report(ws, query))

@@ -71,6 +71,37 @@ def empty_state() -> None:
     st.page_link("pages/sandbox.py", label="Open the Sandbox", icon=":material/arrow_forward:")
 
 
+def report(ws: Workspace, query: Query) -> UsageReport:
+    """The report for the query, made once per state of the data: a rerun that changes
+    nothing (a chart tab, the CSV button, another person looking) reads it from memory."""
+    return _cached_report(
+        ws,
+        ws.settings.database_url,
+        usage.data_version(ws),
+        query.start,
+        query.end,
+        query.buckets,
+        query.group_by,
+        None if query.model_ids is None else tuple(query.model_ids),
+    )
+
+
+@st.cache_resource(max_entries=32, show_spinner="Adding up the usage…")
+def _cached_report(
+    _ws: Workspace,
+    database: str,  # which database (the workspace itself is not hashed)
+    version: tuple[object, ...],  # usage.data_version: any change makes a new entry
+    start: datetime,
+    end: datetime,
+    buckets: int,
+    group_by: GroupBy,
+    model_ids: tuple[int, ...] | None,
+) -> UsageReport:
+    return usage.usage_report(
+        _ws, start=start, end=end, buckets=buckets, group_by=group_by, model_ids=model_ids
+    )
+
+
 def controls(ws: Workspace, now: datetime | None = None) -> Query | None:
     """The window, number of buckets, grouping and model filter (None: dates not picked yet)."""
     with st.container(border=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -259,3 +259,46 @@ def test_csv_download_has_every_figure(app: App, cards: Cards, downloads: dict[s
         fast["win_rate"],
     ) == ("4", "1", "200.000", "300.000", "100.000", "1.0000")
     assert fast["period_start_utc"].endswith("Z") and fast["period_end_utc"].endswith(":00Z")
+
+
+def test_a_rerun_reuses_the_report_until_the_data_changes(
+    app: App, ws: Workspace, cards: Cards, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report is made once per state of the data (and window: a rolling window moves on
+    at each new minute); a new request or a renamed card shows at the next rerun."""
+    from core import catalog, usage
+
+    state = ["first"]
+    made: list[tuple[object, ...]] = []
+    real = usage.usage_report
+
+    def counted(*args: Any, **kw: Any) -> usage.UsageReport:
+        made.append((state[0], kw["start"], kw["end"]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(usage, "usage_report", counted)
+    app.go("usage")
+    app.run()
+    app.run()
+    assert len(made) == len(set(made)) and {m[0] for m in made} == {"first"}
+
+    state[0] = "new request"
+    with ws.session() as s:
+        s.add(
+            UsageEvent(
+                model_id=cards.fast,
+                model_name="Fast",
+                kind="openai_compat",
+                completion_tokens=5,
+                latency_ms=50.0,
+            )
+        )
+    app.run()
+    assert made[-1][0] == "new request" and [r["Requests"] for r in table(app)] == [5, 1]
+
+    state[0] = "renamed"
+    draft = catalog.model_draft(catalog.get_card(ws, cards.fast))
+    catalog.update_model(ws, cards.fast, replace(draft, display_name="Quick"))
+    app.run()
+    assert made[-1][0] == "renamed" and [r["Model"] for r in table(app)] == ["Quick", "Slow"]
+    assert len(made) == len(set(made))  # never the same report twice

@@ -59,35 +59,46 @@ def app_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("e2e-home")
 
 
-@contextmanager
-def running_app(home: Path, **env: str) -> Iterator[str]:
-    """`streamlit run app.py` on a free port, as a newcomer starts it; yields its URL."""
+def start_app(home: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`streamlit run app.py` on a free port, as a newcomer starts it; the process and its URL
+    once it answers. Its output is appended to home/streamlit.log (restarts included)."""
     port = free_port()
     environment = {**os.environ, "PLUGBOARD_HOME": str(home), "PLUGBOARD_MAX_RETRIES": "0", **env}
     environment.pop("DATABASE_URL", None)
-    log = (home / "streamlit.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-        ],
-        cwd=ROOT,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (home / "streamlit.log").open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
         wait_for(f"{url}/_stcore/health", timeout=60, ok=lambda r: r.text == "ok")
+    except BaseException:
+        process.kill()
+        raise
+    return process, url
+
+
+@contextmanager
+def running_app(home: Path, **env: str) -> Iterator[str]:
+    """The app for the duration of the block, then stopped gently."""
+    process, url = start_app(home, **env)
+    try:
         yield url
     finally:
         process.terminate()
@@ -95,7 +106,6 @@ def running_app(home: Path, **env: str) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +15,8 @@ from playwright.sync_api import Page, expect
 
 from core import catalog, history
 from core.workspace import Workspace
-from tests.conftest import ROOT, free_port, make_settings, wait_for
-from tests.e2e.conftest import open_page, wait_idle
+from tests.conftest import make_settings
+from tests.e2e.conftest import open_page, start_app, wait_idle
 from tests.integration.core_helpers import add_openai_card, message_rows
 from tests.integration.test_durability import (
     CARD,
@@ -39,37 +37,6 @@ def slow() -> Iterator[OpenAITestServer]:
     server.stop()
 
 
-def start_streamlit(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`streamlit run app.py` as a process this test may SIGKILL (conftest's running_app
-    only ever stops it gently)."""
-    port = free_port()
-    env = {**os.environ, "PLUGBOARD_HOME": str(home), "PLUGBOARD_MAX_RETRIES": "0"}
-    env.pop("DATABASE_URL", None)
-    with (home / "streamlit.log").open("ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(f"{url}/_stcore/health", timeout=60, ok=lambda r: r.text == "ok")
-    return process, url
-
-
 def test_streamlit_killed_mid_reply_then_started_again(
     page: Page, make_workspace, slow: OpenAITestServer
 ) -> None:
@@ -81,7 +48,7 @@ def test_streamlit_killed_mid_reply_then_started_again(
     setup.close()
     home = setup.settings.home
 
-    app, url = start_streamlit(home)
+    app, url = start_app(home)
     try:
         page.goto(url)  # start at / and use the sidebar (a first deep link can flash 404)
         wait_idle(page)
@@ -107,7 +74,7 @@ def test_streamlit_killed_mid_reply_then_started_again(
 
         # Started again: the chat is there, its reply marked as cut off, and Retry works.
         slow.reply, slow.chunk_delay = None, 0.0
-        app, url = start_streamlit(home)
+        app, url = start_app(home)
         page.goto(url)
         wait_idle(page)
         open_page(page, "Sandbox")
