@@ -152,25 +152,21 @@ def stream_turn(
     ws: Workspace, request: TurnRequest, *, adapter: Adapter | None = None
 ) -> Generator[TextDelta | TurnResult, None, None]:
     card = catalog.get_card(ws, request.model_id)
-    conversation_id, created = _ensure_conversation(ws, request)
-    # A new chat has no history to read (each read is a transaction before the first token).
-    past = None if created else history.get_conversation(ws, conversation_id)
-    if request.turn is not None:
-        turn = request.turn
-    else:
-        turn = 0 if created else history.next_turn(ws, conversation_id)
-    prompt_message = history.add_message(
+    started = history.begin_turn(
         ws,
-        conversation_id,
-        MessageRow(
-            conversation_id=conversation_id,
-            role="user",
-            content=request.prompt,
-            lane=request.lane,
-            turn=turn,
-            model_id=card.id,
-            model_name=card.display_name,
-        ),
+        request.conversation_id,
+        request.prompt,
+        lane=request.lane,
+        model_id=card.id,
+        model_name=card.display_name,
+        system_prompt=request.system_prompt,
+        params=request.params,
+        turn=request.turn,
+    )
+    conversation_id, turn, prompt_message = (
+        started.conversation_id,
+        started.prompt.turn,
+        started.prompt,
     )
     template = templates.template_of(ws, card)  # its request schema narrows the parameters
     specs = templates.request_params(template) if template else None
@@ -191,7 +187,7 @@ def stream_turn(
         system = Message("system", request.system_prompt) if request.system_prompt.strip() else None
         messages, recorder.dropped = fit_to_context(
             system,
-            usable_history(past.messages if past else (), request.lane),
+            usable_history(started.past, request.lane),
             Message("user", request.prompt),
             context_length=card.context_length,
             reserve=min(generation.max_tokens or REPLY_RESERVE, (card.context_length or 0) // 2),
@@ -213,22 +209,6 @@ def stream_turn(
     else:
         recorder.finish("ok")
     yield recorder.result()
-
-
-def _ensure_conversation(ws: Workspace, request: TurnRequest) -> tuple[int, bool]:
-    """The turn's conversation (updated with its settings) and whether it was just created
-    (also when the one asked for was deleted meanwhile)."""
-    if request.conversation_id is not None and history.update_conversation(
-        ws,
-        request.conversation_id,
-        system_prompt=request.system_prompt,
-        params=request.params,
-    ):
-        return request.conversation_id, False
-    created = history.create_conversation(
-        ws, title=request.prompt, system_prompt=request.system_prompt, params=request.params
-    )
-    return created.id, True
 
 
 class _Recorder:

@@ -229,6 +229,67 @@ def update_conversation(
     return True
 
 
+@dataclass(frozen=True)
+class TurnStart:
+    conversation_id: int
+    past: tuple[MessageView, ...]  # the conversation's messages before this prompt
+    prompt: MessageView  # the prompt, saved
+
+
+def begin_turn(
+    ws: Workspace,
+    conversation_id: int | None,
+    prompt: str,
+    *,
+    lane: int = 0,
+    model_id: int | None = None,
+    model_name: str = "",
+    system_prompt: str,
+    params: dict[str, Any],
+    turn: int | None = None,
+) -> TurnStart:
+    """Everything a turn does before its request, in one transaction: the conversation
+    (created when None or deleted meanwhile; a chat is given the turn's settings), its
+    messages so far, the prompt's turn number (the next one unless given) and the prompt
+    itself, saved."""
+    with ws.session() as session:
+        conversation = session.get(Conversation, conversation_id) if conversation_id else None
+        if conversation is None:
+            conversation = Conversation(title=title_from(prompt) or "New chat")
+            rows: list[Message] = []
+        else:
+            rows = list(
+                session.exec(
+                    select(Message)
+                    .where(Message.conversation_id == conversation.id)
+                    .order_by(col(Message.id))
+                ).all()
+            )
+        if conversation.mode == "chat":  # a compare run keeps its lanes' settings itself
+            conversation.system_prompt = system_prompt
+            conversation.params = dict(params)
+        conversation.updated_at = utcnow()
+        session.add(conversation)
+        session.flush()
+        if turn is None:
+            turns = [m.turn for m in rows if m.role == "user"]
+            turn = max(turns) + 1 if turns else 0
+        message = Message(
+            conversation_id=conversation.id or 0,
+            role="user",
+            content=prompt,
+            lane=lane,
+            turn=turn,
+            model_id=model_id,
+            model_name=model_name,
+        )
+        session.add(message)
+        session.flush()
+        return TurnStart(
+            conversation.id or 0, tuple(message_view(m) for m in rows), message_view(message)
+        )
+
+
 def delete_conversation(ws: Workspace, conversation_id: int) -> None:
     with ws.session() as session:
         conversation = session.get(Conversation, conversation_id)

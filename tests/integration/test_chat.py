@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from core import catalog, db, history
+from core import catalog, compare, db, history
 from core.catalog import CardView
 from core.chat import TurnRequest, TurnResult, collect, stream_turn
 from core.inference.local_gguf import BUNDLED_LABEL
@@ -493,3 +493,28 @@ def test_the_bundled_local_model_answers(ws: Workspace) -> None:
     assert reply.completion_tokens is not None and reply.completion_tokens <= 4
     [event] = usage_events(ws)
     assert event.kind == "local_gguf" and event.status == "ok"
+
+
+def test_a_compare_run_keeps_its_lanes_through_its_turns(
+    ws: Workspace, card: CardView, openai_server: OpenAITestServer
+) -> None:
+    """Each lane's turn has its own settings; they must not replace the run's saved lanes
+    (reopening a run restores its lanes from them)."""
+    other = add_openai_card(ws, openai_server, display_name="Other")
+    lanes = [
+        compare.LaneSpec(card.id, "Be brief.", {"temperature": 0.1}),
+        compare.LaneSpec(other.id, "Be long.", {"temperature": 1.5}),
+    ]
+    run_id = compare.start_compare(ws, lanes, title="kept", sync=False)
+    for _ in range(2):
+        done = [
+            e for _, e in compare.stream_lanes(ws, run_id, "hi", lanes) if isinstance(e, TurnResult)
+        ]
+        assert [r.status for r in done] == ["ok", "ok"]
+    saved = history.get_conversation(ws, run_id)
+    assert saved is not None and compare.lanes_of(saved) == lanes
+    assert saved.params["sync"] is False
+    assert [s["temperature"] for s in (r.json() for r in openai_server.requests[-2:])] in (
+        [0.1, 1.5],
+        [1.5, 0.1],
+    )
