@@ -1,8 +1,10 @@
 """Usage figures: one model card's summary (Models page) and the Usage page's report.
 
 `usage_report()` aggregates a time window per model (or per provider) and per time bucket in
-the database: GROUP BY over `usage_event`, percentiles with window functions, the same SQL on
-SQLite and PostgreSQL. Python only adds up the grouped rows.
+the database: GROUP BY over `usage_event` for counts, errors and tokens, the same SQL on
+SQLite and PostgreSQL. Percentiles need every value in order, which SQLite has no aggregate
+for: the database sends each successful request's two timings with its bucket and Python
+takes the nearest ranks (see `_timings_query`).
 
 Definitions (the page and the CSV use the same ones):
 
@@ -53,7 +55,6 @@ from sqlalchemy import (
     case,
     func,
     literal_column,
-    or_,
 )
 from sqlalchemy import select as sa_select  # sqlmodel.select stops at four columns
 from sqlalchemy.orm import Mapped
@@ -258,8 +259,17 @@ def usage_report(
     with ws.session() as session:
         for row in session.execute(_totals_query(events)):
             group((row.gid, row.gname)).add_counts(row)
-        for row in session.execute(_percentiles_query(events)):
-            group((row.gid, row.gname)).add_percentiles(row)
+        # Core, not ORM, execution: ~100,000 plain rows, no ORM row processing each.
+        for gid, gname, bucket, ttft, latency in session.connection().execute(
+            _timings_query(events)
+        ):
+            ttfts, latencies = group((gid, gname)).samples
+            if ttft is not None:
+                ttfts[bucket].append(ttft)
+            if latency is not None:
+                latencies[bucket].append(latency)
+        for found in groups.values():
+            found.settle()
         wins = _win_rates(session, start, end) if group_by == "model" else {}
         if ids is not None:
             wins = {key: w for key, w in wins.items() if key[0] in ids}
@@ -352,48 +362,22 @@ def _totals_query(e: Subquery) -> Any:
     ).group_by(*keys)
 
 
-def _percentiles_query(e: Subquery) -> Any:
-    """The rows holding a nearest-rank median or p95 of TTFT or latency, per group and bucket
-    and per group.
+def _timings_query(e: Subquery) -> Any:
+    """Each successful request's TTFT and latency, with its group and bucket.
 
-    Every successful request is ranked by each metric (NULLs last) twice: within its
-    (group, bucket) and within its group, next to the count of non-NULL values there. The
-    p-th percentile of n values is the one at rank r = ⌈p·n/100⌉, i.e. the rank with
-    100·r ≥ p·n > 100·(r − 1); only rows where that holds for some metric, level and p come
-    back (a few per bucket), and Python reads which figure each one carries.
+    The nearest ranks are then taken in Python (`_Group.settle`): SQLite has no percentile
+    aggregate, and ranking in SQL takes a window sort per metric and level — six sorts of
+    the window, about four times the cost of shipping two floats a request
+    (bench/usage_page.py). The database still filters the window and assigns the buckets.
     """
-    bucket = [e.c.gid, e.c.gname, e.c.bucket]
-    group = bucket[:2]
-    ranks = []
-    for metric in _METRICS:
-        value = e.c[metric]
-        order = value.asc().nulls_last()  # SQLite sorts NULLs first by default, PostgreSQL last
-        ranks += [
-            func.row_number().over(partition_by=bucket, order_by=order).label(f"{metric}_rank_b"),
-            func.count(value).over(partition_by=bucket).label(f"{metric}_n_b"),
-            func.row_number().over(partition_by=group, order_by=order).label(f"{metric}_rank_g"),
-            func.count(value).over(partition_by=group).label(f"{metric}_n_g"),
-        ]
-    r = (
-        sa_select(*bucket, *(e.c[m] for m in _METRICS), *ranks)
-        .where(e.c.status == "ok")
-        .subquery("r")
-    )
-    return sa_select(r).where(
-        or_(
-            *(
-                _holds_percentile(r.c[f"{metric}_rank_{level}"], r.c[f"{metric}_n_{level}"], p)
-                for metric in _METRICS
-                for level in "bg"
-                for p in PERCENTILES
-            )
-        )
+    return sa_select(e.c.gid, e.c.gname, e.c.bucket, e.c.ttft_ms, e.c.latency_ms).where(
+        e.c.status == "ok"
     )
 
 
-def _holds_percentile(rank: Any, n: Any, p: int) -> Any:
-    """rank = ⌈p·n/100⌉ without division (same integer arithmetic in Python and in SQL)."""
-    return and_(rank * 100 >= n * p, (rank - 1) * 100 < n * p)
+def nearest_rank(ordered: Sequence[float], p: int) -> float:
+    """The p-th percentile of sorted values by nearest rank: the value at rank ⌈p·n/100⌉."""
+    return ordered[(p * len(ordered) + 99) // 100 - 1]
 
 
 def _win_rates(session: Session, start: datetime, end: datetime) -> dict[_Key, WinRate]:
@@ -504,29 +488,38 @@ class _Bucket:
         )
 
 
+def _set_percentiles(figures: _Bucket, metric: str, values: list[float]) -> None:
+    if values:
+        values.sort()
+        for p in PERCENTILES:
+            figures.percentiles[(metric, p)] = nearest_rank(values, p)
+
+
 class _Group:
     def __init__(self, buckets: int) -> None:
         self.buckets = [_Bucket() for _ in range(buckets)]
         self.whole = _Bucket()
         self.name = ""
+        # Per bucket: the TTFTs and the latencies of its successful requests (usage_report).
+        self.samples: tuple[list[list[float]], list[list[float]]] = (
+            [[] for _ in range(buckets)],
+            [[] for _ in range(buckets)],
+        )
 
     def add_counts(self, row: Any) -> None:
         self.buckets[row.bucket].add(row)
         self.whole.add(row)
         self.name = max(self.name, row.name or "")
 
-    def add_percentiles(self, row: Any) -> None:
-        bucket = self.buckets[row.bucket]
-        for metric in _METRICS:
-            value = row._mapping[metric]
-            for level, figures in (("b", bucket), ("g", self.whole)):
-                rank, n = (
-                    row._mapping[f"{metric}_rank_{level}"],
-                    row._mapping[f"{metric}_n_{level}"],
-                )
-                for p in PERCENTILES:
-                    if rank * 100 >= n * p > (rank - 1) * 100:
-                        figures.percentiles[(metric, p)] = float(value)
+    def settle(self) -> None:
+        """The percentiles of every bucket and of the whole window, from the samples."""
+        for metric, per_bucket in zip(_METRICS, self.samples, strict=True):
+            every: list[float] = []
+            for bucket, values in zip(self.buckets, per_bucket, strict=True):
+                _set_percentiles(bucket, metric, values)
+                every += values
+            _set_percentiles(self.whole, metric, every)
+        self.samples = ([], [])
 
     def total(self) -> Figures:
         return self.whole.figures()
