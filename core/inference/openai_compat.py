@@ -103,7 +103,8 @@ def _compat_fix(body: dict[str, Any], err: BadRequest, base: str) -> dict[str, A
     return None
 
 
-def _usage(data: Any) -> Usage | None:
+def usage_of(data: Any) -> Usage | None:
+    """An OpenAI-style `usage` object (-1 or junk for a count not made: None)."""
     if not isinstance(data, dict):
         return None
     return Usage(token_count(data.get("prompt_tokens")), token_count(data.get("completion_tokens")))
@@ -221,7 +222,7 @@ class OpenAICompatAdapter:
                     if reason := finish_reason(choice.get("finish_reason")):
                         finished = True
                         yield Finish(reason)
-            if usage := _usage(chunk.get("usage")):
+            if usage := usage_of(chunk.get("usage")):
                 yield usage
         if not shaped:
             raise BadResponse(
@@ -261,7 +262,7 @@ class OpenAICompatAdapter:
                 "The reply's message content is not text.",
                 detail=scrub(str(text)[:500], self.http.secrets),
             )
-        return Reply(text, finish_reason(choice.get("finish_reason")), _usage(data.get("usage")))
+        return Reply(text, finish_reason(choice.get("finish_reason")), usage_of(data.get("usage")))
 
     @staticmethod
     def _reply_events(reply: Reply) -> Generator[StreamEvent, None, None]:

@@ -62,7 +62,7 @@ from core.inference.http import (
     stream_error,
     transport_error,
 )
-from core.inference.openai_compat import OpenAICompatAdapter
+from core.inference.openai_compat import OpenAICompatAdapter, usage_of
 from core.inference.registry import KindSpec
 from core.inference.target import Auth, Target
 from core.inference.types import (
@@ -81,9 +81,7 @@ from core.inference.types import (
     StreamEvent,
     StreamInterrupted,
     TextDelta,
-    Usage,
     finish_reason,
-    token_count,
 )
 from core.params import (
     COMMON_PARAMS,
@@ -1248,13 +1246,6 @@ SPEC = KindSpec(
 Mode = Literal["chat", "generate"]
 
 
-def _usage(data: Any) -> Usage | None:
-    if not isinstance(data, dict):
-        return None
-    # Some engines report -1 for what they did not count: token_count makes that None.
-    return Usage(token_count(data.get("prompt_tokens")), token_count(data.get("completion_tokens")))
-
-
 class XinferenceAdapter:
     def __init__(self, target: Target, client: httpx.Client | None = None) -> None:
         self.target = target
@@ -1433,7 +1424,7 @@ class XinferenceAdapter:
                     yield TextDelta(out)
                 if choice.get("finish_reason"):
                     finish = str(choice["finish_reason"])
-            usage = _usage(chunk.get("usage"))
+            usage = usage_of(chunk.get("usage"))
             if usage and (usage.prompt_tokens is not None or usage.completion_tokens is not None):
                 yield usage
         if rest := shown.flush():
@@ -1472,7 +1463,7 @@ class XinferenceAdapter:
             raise BadResponse("The completion's text is not text.")
         kept = shown.apply(text)
         reason = "stop" if shown.stopped else finish_reason(choice.get("finish_reason"))
-        return Reply(kept, reason, _usage(data.get("usage")))
+        return Reply(kept, reason, usage_of(data.get("usage")))
 
     # --- connection test ----------------------------------------------------------------------
 

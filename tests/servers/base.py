@@ -173,11 +173,23 @@ class TestHTTPServer(ThreadingHTTPServer):
                     self.faults.pop(0)
             return fault
 
+    def remember_settings(self, names: Iterable[str]) -> None:
+        """Call at the end of __init__: the attributes (a test may change them) that reset()
+        puts back as they are now."""
+        self._settings = {name: getattr(self, name) for name in names}
+
     def reset(self) -> None:
+        """Back to the state the server started in: no faults, quirks or recorded requests."""
         with self._lock:
             self.requests.clear()
             self.faults.clear()
             self.disconnects = 0
+        for name, value in getattr(self, "_settings", {}).items():
+            setattr(self, name, value)
+
+    @property
+    def url(self) -> str:
+        return self.root
 
     def route(self, handler: Handler, request: Recorded) -> None:
         raise NotImplementedError

@@ -79,16 +79,7 @@ class CustomAPITestServer(TestHTTPServer):
         self.flag_word = flag_word
         self.endpoints = endpoints
         self.guardrail_token: str | None = None
-        self._defaults = {k: v for k, v in vars(self).items() if k in _RESETTABLE}
-
-    @property
-    def url(self) -> str:
-        return self.root
-
-    def reset(self) -> None:
-        super().reset()
-        for key, value in self._defaults.items():
-            setattr(self, key, value)
+        self.remember_settings(_RESETTABLE)
 
     def requests_to(self, path: str) -> list[Recorded]:
         return [r for r in list(self.requests) if r.path.split("?")[0] == path]

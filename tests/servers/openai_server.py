@@ -62,27 +62,23 @@ class OpenAITestServer(TestHTTPServer):
         self.no_usage = False
         self.no_space = False
         self.keepalive = False
-        self._defaults = dict(vars(self)) | {"requests": None, "faults": None}
+        self.remember_settings(
+            (
+                "api_key",
+                "models",
+                "chunk_delay",
+                "reply",
+                "reject_stream_options",
+                "reject_max_tokens",
+                "no_usage",
+                "no_space",
+                "keepalive",
+            )
+        )
 
     @property
     def url(self) -> str:
         return f"{self.root}/v1"
-
-    def reset(self) -> None:
-        """Back to the state the server started in: no faults, quirks or recorded requests."""
-        super().reset()
-        for key in (
-            "api_key",
-            "models",
-            "chunk_delay",
-            "reply",
-            "reject_stream_options",
-            "reject_max_tokens",
-            "no_usage",
-            "no_space",
-            "keepalive",
-        ):
-            setattr(self, key, self._defaults[key])
 
     # --- routing -----------------------------------------------------------------------------
 

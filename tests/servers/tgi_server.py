@@ -59,16 +59,7 @@ class TGITestServer(TestHTTPServer):
         self.chunk_delay = chunk_delay
         self.reply = DEFAULT_REPLY
         self.keepalive = False
-        self._defaults = {k: v for k, v in vars(self).items() if k in _RESETTABLE}
-
-    @property
-    def url(self) -> str:
-        return self.root
-
-    def reset(self) -> None:
-        super().reset()
-        for key, value in self._defaults.items():
-            setattr(self, key, value)
+        self.remember_settings(_RESETTABLE)
 
     # --- routing -------------------------------------------------------------------------------
 

@@ -255,19 +255,13 @@ class XinferenceTestServer(TestHTTPServer):
         self.ignore_stop = False  # completions: the engine does not honour `stop`
         self.reply: str | None = None  # chat reply; default "Echo: <last user message>"
         self.completion_reply = DEFAULT_COMPLETION
-        self._defaults = {k: v for k, v in vars(self).items() if k in _RESETTABLE}
+        self.remember_settings(_RESETTABLE)
         self.custom: dict[str, dict[str, Any]] = {}
         self.instances: dict[str, Instance] = {}
         self._state = threading.Lock()
 
-    @property
-    def url(self) -> str:
-        return self.root
-
     def reset(self) -> None:
         super().reset()
-        for key, value in self._defaults.items():
-            setattr(self, key, value)
         with self._state:
             self.custom.clear()
             self.instances.clear()
