@@ -163,16 +163,12 @@ def stream_turn(
         params=request.params,
         turn=request.turn,
     )
-    conversation_id, turn, prompt_message = (
-        started.conversation_id,
-        started.prompt.turn,
-        started.prompt,
-    )
+    conversation_id, prompt_message = started.conversation_id, started.prompt
     template = templates.template_of(ws, card)  # its request schema narrows the parameters
     specs = templates.request_params(template) if template else None
     params = effective_params(card, request.params, specs)
     recorder = _Recorder(ws, card, conversation_id, request.lane, params)
-    recorder.turn = turn
+    recorder.turn = prompt_message.turn
     recorder.prompt_message_id = prompt_message.id
     try:
         problems = card.spec.check_params(params, context_length=card.context_length)

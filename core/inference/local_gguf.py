@@ -8,6 +8,7 @@ model, so it gets the plain dialogue template with a one-shot example.
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
 import time
@@ -123,6 +124,16 @@ def load(path: Path, n_ctx: int) -> LoadedModel:
         loaded = LoadedModel(llm, n_ctx, threading.Lock())
         _loaded[path] = loaded
         return loaded
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the loaded models while llama.cpp is still whole: left to interpreter teardown,
+    `Llama.__del__` finds its C functions gone and prints a TypeError on every exit."""
+    with _loaded_lock:
+        for loaded in _loaded.values():
+            loaded.llm.close()
+        _loaded.clear()
 
 
 class LocalGGUFAdapter:
