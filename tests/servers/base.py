@@ -115,6 +115,26 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.shutdown(2)
 
+    def stream_fault(self, fault: Fault, error_event: bytes, *, stall: float = 2.0) -> bool:
+        """Act out a fault due at this point of a stream; True when it ended the stream.
+
+        error_event: the server's own error event, then a clean end. cut: the connection
+        drops. truncated: a clean end without the last event. stall: a pause (`seconds`).
+        """
+        if fault.name == "error_event":
+            self.write_chunk(error_event)
+            self.end_chunked()
+            return True
+        if fault.name == "cut":
+            self.cut()
+            return True
+        if fault.name == "truncated":
+            self.end_chunked()
+            return True
+        if fault.name == "stall":
+            time.sleep(fault.options.get("seconds", stall))
+        return False
+
     def write_events(self, events: Iterable[bytes], delay: float = 0.0) -> None:
         for i, event in enumerate(events):
             if delay and i:

@@ -280,31 +280,10 @@ class OpenAITestServer(TestHTTPServer):
             if i and self.chunk_delay:
                 time.sleep(self.chunk_delay)
             if fault and i == after + 1:
-                if fault.name == "error_event":
-                    h.write_chunk(
-                        self._event(
-                            {
-                                "error": {
-                                    "message": fault.options.get(
-                                        "message", "The model crashed while generating."
-                                    ),
-                                    "type": "server_error",
-                                    "param": None,
-                                    "code": None,
-                                }
-                            }
-                        )
-                    )
-                    h.end_chunked()
+                said = fault.options.get("message", "The model crashed while generating.")
+                error = {"message": said, "type": "server_error", "param": None, "code": None}
+                if h.stream_fault(fault, self._event({"error": error}), stall=3):
                     return
-                if fault.name == "cut":
-                    h.cut()
-                    return
-                if fault.name == "truncated":
-                    h.end_chunked()
-                    return
-                if fault.name == "stall":
-                    time.sleep(fault.options.get("seconds", 3))
             h.write_chunk(self._event(event))
         truncated = bool(body.get("max_tokens") and len(words) >= body["max_tokens"])
         h.write_chunk(

@@ -350,21 +350,8 @@ class TGITestServer(TestHTTPServer):
         for i, token in enumerate(tokens):
             if i and self.chunk_delay:
                 time.sleep(self.chunk_delay)
-            if fault and i == after:
-                if fault.name == "error_event":
-                    h.write_chunk(
-                        b'data:{"error":"Request failed during generation: CUDA out of memory","error_type":"generation"}\n\n'
-                    )
-                    h.end_chunked()
-                    return
-                if fault.name == "cut":
-                    h.cut()
-                    return
-                if fault.name == "truncated":
-                    h.end_chunked()
-                    return
-                if fault.name == "stall":
-                    time.sleep(fault.options.get("seconds", 2))
+            if fault and i == after and h.stream_fault(fault, GENERATION_ERROR_EVENT):
+                return
             if not token["special"]:
                 generated += token["text"]
             last = i == len(tokens) - 1
@@ -484,6 +471,11 @@ class TGITestServer(TestHTTPServer):
         h.write_chunk(b"data:[DONE]\n\n")
         h.end_chunked()
 
+
+GENERATION_ERROR_EVENT = (
+    b'data:{"error":"Request failed during generation: CUDA out of memory",'
+    b'"error_type":"generation"}\n\n'
+)
 
 _RESETTABLE = {
     "model_id",

@@ -771,16 +771,8 @@ class XinferenceTestServer(TestHTTPServer):
             h.write_chunk(event(chunk("", None, role=True)))
         for i, token in enumerate(tokens):
             if fault and i == after:
-                if fault.name == "error_event":
-                    message = fault.options.get("message", "CUDA out of memory")
-                    h.write_chunk(event({"error": message}))
-                    h.end_chunked()
-                    return
-                if fault.name == "cut":
-                    h.cut()
-                    return
-                if fault.name == "truncated":
-                    h.end_chunked()
+                error = event({"error": fault.options.get("message", "CUDA out of memory")})
+                if h.stream_fault(fault, error):
                     return
             h.write_chunk(event(chunk(token, None)))
         last = chunk("", finish)
